@@ -34,7 +34,7 @@ LLHTTP_SRC := /usr/share/llhttp
 LLHTTP_INC := /usr/share/include/llhttp
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 -Wvla \
-        -Wno-unused-parameter
+        -Wno-unused-parameter -Wno-format-truncation
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif

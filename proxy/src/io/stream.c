@@ -1,0 +1,384 @@
+/* Streams over libuv TCP and pipe handles. */
+#include "io/stream_impl.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "core/core.h"
+#include "util/mem.h"
+
+#define SL_LOG_TAG "stream"
+#include "sluice/log.h"
+
+/* A stream closing gracefully: the timer bounds how long we wait for the peer's EOF. */
+typedef struct sl_linger {
+    uv_timer_t timer;
+    sl_stream_t *stream;
+    size_t discarded;
+} sl_linger_t;
+
+#define LINGER_MAX_DISCARD (1u << 20)
+static __thread char discard_buf[16384];
+
+static void linger_timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+/* Write requests are recycled per thread: no malloc per write on the hot path. */
+static __thread sl_write_req_t *free_reqs;
+static __thread size_t n_free_reqs;
+
+static sl_write_req_t *req_get(void)
+{
+    sl_write_req_t *r = free_reqs;
+    if (r) {
+        free_reqs = r->next_free;
+        n_free_reqs--;
+        return r;
+    }
+    return sl_xmalloc(sizeof(*r));
+}
+
+static void req_put(sl_write_req_t *r)
+{
+    if (n_free_reqs >= 1024) {
+        free(r);
+        return;
+    }
+    r->next_free = free_reqs;
+    free_reqs = r;
+    n_free_reqs++;
+}
+
+sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind)
+{
+    sl_stream_t *s = sl_xcalloc(1, sizeof(*s));
+    s->kind = kind;
+    s->loop = loop;
+    s->worker = sl_worker_current();
+    if (kind == SL_STREAM_TCP)
+        uv_tcp_init(loop, &s->u.tcp);
+    else
+        uv_pipe_init(loop, &s->u.pipe, 0);
+    s->u.handle.data = s;
+    return s;
+}
+
+int sl__stream_accept(sl_listener_handle_t *lh, sl_stream_t **out)
+{
+    sl_stream_kind_t kind = lh->endpoint->kind == SL_EP_TCP ? SL_STREAM_TCP : SL_STREAM_PIPE;
+    sl_stream_t *s = sl__stream_new(lh->u.handle.loop, kind);
+    s->worker = lh->worker;
+    s->service = lh->endpoint->service;
+    int rc = uv_accept(&lh->u.stream, &s->u.stream);
+    if (rc) {
+        sl_stream_close(s, NULL);
+        return rc;
+    }
+    if (kind == SL_STREAM_TCP)
+        uv_tcp_nodelay(&s->u.tcp, 1);
+    s->counted = true;
+    sl_worker_ref(s->worker);
+    *out = s;
+    return 0;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    sl_stream_t *s = h->data;
+    s->alloc_cb(s, suggested, buf);
+}
+
+static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
+{
+    sl_stream_t *s = h->data;
+    if (nread == 0)
+        return; /* EAGAIN: the buffer is returned unused */
+    s->read_cb(s, nread, buf);
+}
+
+int sl_stream_read_start(sl_stream_t *s, sl_stream_alloc_cb alloc, sl_stream_read_cb cb)
+{
+    if (s->closing)
+        return UV_ECANCELED;
+    s->alloc_cb = alloc;
+    s->read_cb = cb;
+    return uv_read_start(&s->u.stream, on_alloc, on_read);
+}
+
+int sl_stream_read_stop(sl_stream_t *s)
+{
+    if (s->closing)
+        return 0;
+    return uv_read_stop(&s->u.stream);
+}
+
+static void on_write(uv_write_t *wr, int status)
+{
+    sl_write_req_t *r = SL_CONTAINER_OF(wr, sl_write_req_t, req);
+    sl_stream_t *s = r->stream;
+    sl_stream_write_cb cb = r->cb;
+    void *arg = r->arg;
+    req_put(r);
+    if (cb)
+        cb(s, status, arg);
+}
+
+int sl_stream_write(sl_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, sl_stream_write_cb cb,
+                    void *arg)
+{
+    if (s->closing)
+        return UV_ECANCELED;
+    sl_write_req_t *r = req_get();
+    r->stream = s;
+    r->cb = cb;
+    r->arg = arg;
+    int rc = uv_write(&r->req, &s->u.stream, bufs, nbufs, on_write);
+    if (rc)
+        req_put(r);
+    return rc;
+}
+
+size_t sl_stream_write_queue_size(const sl_stream_t *s)
+{
+    return s->u.stream.write_queue_size;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    sl_stream_t *s = req->data;
+    if (s->shutdown_cb)
+        s->shutdown_cb(s, status);
+}
+
+int sl_stream_shutdown(sl_stream_t *s, sl_stream_shutdown_cb cb)
+{
+    if (s->closing)
+        return UV_ECANCELED;
+    s->shutdown_cb = cb;
+    s->shutdown_req.data = s;
+    return uv_shutdown(&s->shutdown_req, &s->u.stream, on_shutdown);
+}
+
+static void on_close(uv_handle_t *h)
+{
+    sl_stream_t *s = h->data;
+    if (s->close_cb)
+        s->close_cb(s);
+    if (s->counted)
+        sl_worker_unref(s->worker);
+    if (s->reusing) {
+        s->closed = true; /* a deferred reuse_again still points here; it frees */
+        return;
+    }
+    free(s);
+}
+
+void sl_stream_close(sl_stream_t *s, sl_stream_close_cb cb)
+{
+    if (s->closing)
+        return;
+    if (s->linger) {
+        sl_linger_t *l = s->linger;
+        s->linger = NULL;
+        uv_close((uv_handle_t *)&l->timer, linger_timer_closed);
+    }
+    s->closing = true;
+    s->close_cb = cb;
+    uv_close(&s->u.handle, on_close);
+}
+
+bool sl_stream_is_closing(const sl_stream_t *s)
+{
+    return s->closing;
+}
+
+/* ---- graceful close ------------------------------------------------------------------------ */
+
+
+static void linger_end(sl_stream_t *s)
+{
+    sl_linger_t *l = s->linger;
+    s->linger = NULL;
+    if (l)
+        uv_close((uv_handle_t *)&l->timer, linger_timer_closed);
+    sl_stream_close(s, NULL);
+}
+
+static void linger_alloc(sl_stream_t *s, size_t suggested, uv_buf_t *buf)
+{
+    *buf = uv_buf_init(discard_buf, sizeof(discard_buf));
+}
+
+static void linger_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread < 0 || !s->linger || (s->linger->discarded += (size_t)nread) > LINGER_MAX_DISCARD)
+        linger_end(s);
+}
+
+static void linger_timeout(uv_timer_t *t)
+{
+    sl_linger_t *l = t->data;
+    linger_end(l->stream);
+}
+
+static void linger_shutdown_done(sl_stream_t *s, int status)
+{
+    if (status < 0 || s->closing) {
+        if (!s->closing)
+            linger_end(s);
+        return;
+    }
+    if (sl_stream_read_start(s, linger_alloc, linger_read) != 0)
+        linger_end(s);
+}
+
+void sl_stream_close_graceful(sl_stream_t *s, uint64_t linger_ms)
+{
+    if (s->closing || s->linger)
+        return;
+    sl_stream_read_stop(s);
+    sl_linger_t *l = sl_xcalloc(1, sizeof(*l));
+    l->stream = s;
+    uv_timer_init(s->loop, &l->timer);
+    l->timer.data = l;
+    s->linger = l;
+    uv_timer_start(&l->timer, linger_timeout, linger_ms, 0);
+    if (sl_stream_shutdown(s, linger_shutdown_done) != 0)
+        linger_end(s);
+}
+
+/* ---- reuse (Pingora's process_new returning Some(stream)) -------------------------------- */
+
+static void reuse_again(void *arg)
+{
+    sl_stream_t *s = arg;
+    s->reusing = false;
+    if (s->closed) {
+        free(s);
+        return;
+    }
+    if (s->closing)
+        return;
+    sl_service_t *svc = s->service;
+    sl_shutdown_watch_t *watch = sl_worker_shutdown_watch(s->worker);
+    if (sl_shutdown_requested(watch)) {
+        sl_stream_close(s, NULL);
+        return;
+    }
+    svc->app.process_new(svc->app_data, s, watch);
+}
+
+void sl_stream_finish(sl_stream_t *s, bool reuse)
+{
+    if (s->closing)
+        return;
+    if (!reuse || !s->service || !s->worker) {
+        sl_stream_close_graceful(s, 5000);
+        return;
+    }
+    sl_stream_read_stop(s);
+    s->reusing = true;
+    sl__worker_defer(s->worker, reuse_again, s);
+}
+
+/* ---- accessors --------------------------------------------------------------------------- */
+
+void sl_stream_set_data(sl_stream_t *s, void *data)
+{
+    s->data = data;
+}
+
+void *sl_stream_data(const sl_stream_t *s)
+{
+    return s->data;
+}
+
+uv_loop_t *sl_stream_loop(const sl_stream_t *s)
+{
+    return s->loop;
+}
+
+sl_worker_t *sl_stream_worker(const sl_stream_t *s)
+{
+    return s->worker;
+}
+
+sl_service_t *sl_stream_service(const sl_stream_t *s)
+{
+    return s->service;
+}
+
+int sl_stream_fileno(const sl_stream_t *s)
+{
+    uv_os_fd_t fd;
+    if (uv_fileno(&s->u.handle, &fd))
+        return -1;
+    return fd;
+}
+
+int sl_stream_set_nodelay(sl_stream_t *s, bool on)
+{
+    return s->kind == SL_STREAM_TCP ? uv_tcp_nodelay(&s->u.tcp, on) : 0;
+}
+
+int sl_stream_peer_addr(const sl_stream_t *s, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    int len = sizeof(*out);
+    if (s->kind == SL_STREAM_TCP)
+        return uv_tcp_getpeername(&s->u.tcp, (struct sockaddr *)out, &len);
+    struct sockaddr_un *un = (struct sockaddr_un *)out;
+    un->sun_family = AF_UNIX;
+    size_t n = sizeof(un->sun_path);
+    int rc = uv_pipe_getpeername(&s->u.pipe, un->sun_path, &n);
+    if (rc == UV_ENOBUFS || rc == 0)
+        return 0;
+    return rc;
+}
+
+int sl_stream_local_addr(const sl_stream_t *s, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof(*out));
+    int len = sizeof(*out);
+    if (s->kind == SL_STREAM_TCP)
+        return uv_tcp_getsockname(&s->u.tcp, (struct sockaddr *)out, &len);
+    struct sockaddr_un *un = (struct sockaddr_un *)out;
+    un->sun_family = AF_UNIX;
+    size_t n = sizeof(un->sun_path);
+    int rc = uv_pipe_getsockname(&s->u.pipe, un->sun_path, &n);
+    return (rc == UV_ENOBUFS || rc == 0) ? 0 : rc;
+}
+
+void sl_sockaddr_ip_str(const struct sockaddr_storage *a, char *buf, size_t cap)
+{
+    if (cap == 0)
+        return;
+    buf[0] = '\0';
+    if (a->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, buf, (socklen_t)cap);
+    else if (a->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, buf, (socklen_t)cap);
+    else if (a->ss_family == AF_UNIX)
+        snprintf(buf, cap, "unix:%s", ((const struct sockaddr_un *)a)->sun_path);
+}
+
+void sl_sockaddr_str(const struct sockaddr_storage *a, char *buf, size_t cap)
+{
+    char ip[128]; /* fits an IPv6 address and "unix:" + a socket path */
+    sl_sockaddr_ip_str(a, ip, sizeof(ip));
+    if (a->ss_family == AF_INET)
+        snprintf(buf, cap, "%s:%u", ip, ntohs(((const struct sockaddr_in *)a)->sin_port));
+    else if (a->ss_family == AF_INET6)
+        snprintf(buf, cap, "[%s]:%u", ip, ntohs(((const struct sockaddr_in6 *)a)->sin6_port));
+    else if (a->ss_family == AF_UNIX)
+        snprintf(buf, cap, "%s", ip);
+    else
+        snprintf(buf, cap, "-");
+}

@@ -1,0 +1,46 @@
+/* Internal layout of a stream. A stream owns one libuv handle (TCP or pipe); layers such as
+ * TLS hook in through `layer` and see the raw socket bytes first. */
+#ifndef SL_IO_STREAM_IMPL_H
+#define SL_IO_STREAM_IMPL_H
+
+#include "sluice/stream.h"
+
+typedef enum sl_stream_kind { SL_STREAM_TCP, SL_STREAM_PIPE } sl_stream_kind_t;
+
+typedef struct sl_write_req {
+    uv_write_t req;
+    sl_stream_t *stream;
+    sl_stream_write_cb cb;
+    void *arg;
+    struct sl_write_req *next_free;
+} sl_write_req_t;
+
+struct sl_stream {
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
+    sl_stream_kind_t kind;
+    uv_loop_t *loop;
+    sl_worker_t *worker;
+    sl_service_t *service; /* accepting service, NULL for upstream connections */
+    void *data;
+    sl_stream_alloc_cb alloc_cb;
+    sl_stream_read_cb read_cb;
+    sl_stream_close_cb close_cb;
+    sl_stream_shutdown_cb shutdown_cb;
+    uv_shutdown_t shutdown_req;
+    bool closing;
+    bool counted;   /* holds a worker ref (accepted streams) */
+    bool reusing;   /* handed back with sl_stream_finish(reuse), process_new not yet called */
+    bool closed;    /* the handle closed while reusing: reuse_again frees it */
+    struct sl_linger *linger;
+};
+
+/* Initialises a client (upstream) TCP or pipe stream on loop; the caller connects u.tcp or
+ * u.pipe itself. Returns a stream that must be closed with sl_stream_close. */
+sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind);
+
+#endif
