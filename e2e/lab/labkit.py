@@ -77,17 +77,26 @@ def lab_run(host, *cmd, check=False, timeout=30, input=None, text=True, **kw):
     """Run CMD inside HOST and wait; return the CompletedProcess (output captured).
 
     The exit code, stdin (input=...), stdout and stderr are CMD's own. Inside,
-    /keys holds the lab certificates; on dev SSL_CERT_FILE=/keys/ca.crt.
+    /keys holds the lab certificates; on dev SSL_CERT_FILE=/keys/ca.crt. With
+    text=True (default) output is decoded as UTF-8 but line endings are kept as
+    sent ("\r\n" stays), so raw HTTP heads can be checked exactly.
     """
     argv = [str(LAB / "run"), host, *map(str, cmd)]
     kw.setdefault("capture_output", True)
-    return subprocess.run(argv, check=check, timeout=timeout, input=input, text=text,
-                          cwd=kw.pop("cwd", REPO), **kw)
+    if text and isinstance(input, str):
+        input = input.encode()
+    r = subprocess.run(argv, check=check, timeout=timeout, input=input,
+                       cwd=kw.pop("cwd", REPO), **kw)
+    if text:
+        for attr in ("stdout", "stderr"):
+            if isinstance(getattr(r, attr), bytes):
+                setattr(r, attr, getattr(r, attr).decode("utf-8", "replace"))
+    return r
 
 
 def curl(host, *args, timeout=10):
-    """lab_run(host, "curl", "-sS", "--max-time", ..., *args)."""
-    return lab_run(host, "curl", "-sS", "--max-time", str(timeout), *args, timeout=timeout + 5)
+    """lab_run(host, "curl", "-sS", "--max-time", TIMEOUT, *args); TIMEOUT may be 0.5."""
+    return lab_run(host, "curl", "-sS", "--max-time", str(timeout), *args, timeout=timeout + 10)
 
 
 def parse_http(raw):
@@ -186,7 +195,7 @@ class LabProcess:
         """Wait until TEXT appears in the program's output."""
         return wait_until(lambda: text in self.output, timeout, 0.05, f"{text!r} from {self!r}")
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         if self.alive():
             self.proc.send_signal(sig)
 

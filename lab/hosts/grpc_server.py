@@ -47,11 +47,12 @@ class Health(pb.health_pb2_grpc.HealthServicer):
     async def Watch(self, request, context):
         last = None
         while True:
+            changed = self.changed  # taken first: a change during the yield is not lost
             status = self.status.get(request.service, H.SERVICE_UNKNOWN)
             if status != last:
                 yield H(status=status)
                 last = status
-            await self.changed.wait()
+            await changed.wait()
 
 
 def _reply(req):

@@ -85,7 +85,8 @@ static void process_new(void *app, sl_stream_t *stream, sl_shutdown_watch_t *shu
     if (sl_stream_peer_addr(stream, &peer) == 0) {
         char addr[128];
         sl_sockaddr_str(&peer, addr, sizeof(addr));
-        SL_INFO("New connection from: %s", addr);
+        SL_INFO("New connection from: %s (worker %u)", addr,
+                sl_worker_id(sl_stream_worker(stream)));
     }
     echo_conn_t *c = calloc(1, sizeof(*c));
     if (!c) {
