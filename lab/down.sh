@@ -8,31 +8,19 @@ set -eu
 require_root
 
 # The services, by their pid files.
-for s in $LAB_SERVICES; do svc_stop "$s"; done
+# shellcheck disable=SC2086 # a list of names
+svc_stop $LAB_SERVICES
 
 # Anything else still running inside a lab host (a program started with lab/run,
-# an nginx worker, a service whose pid file was lost with build/): by pid, TERM
-# first, KILL after 3 s. A namespace is only gone once its last process is.
+# an nginx worker, a service whose pid file was lost with build/), by pid.
+# A namespace is only gone once its last process is.
 pids=""
 for h in $(host_names) "${BRIDGE_NS#"$NS_PREFIX"}"; do
     ns=$NS_PREFIX$h
-    ns_exists "$ns" && pids="$pids $(ip netns pids "$ns" 2>/dev/null || true)"
+    if ns_exists "$ns"; then pids="$pids $(ip netns pids "$ns" 2>/dev/null || true)"; fi
 done
-pids=$(echo "$pids" | xargs)
-if [ -n "$pids" ]; then
-    # shellcheck disable=SC2086 # one word per pid
-    kill -TERM $pids 2>/dev/null || true
-    # shellcheck disable=SC2086
-    kill -CONT $pids 2>/dev/null || true
-    for _ in $(seq 30); do
-        alive=""
-        for p in $pids; do [ -d "/proc/$p" ] && alive="$alive $p"; done
-        [ -z "$alive" ] && break
-        sleep 0.1
-    done
-    # shellcheck disable=SC2086
-    if [ -n "$alive" ]; then kill -KILL $alive 2>/dev/null || true; fi
-fi
+# shellcheck disable=SC2086
+kill_wait $pids
 
 # Deleting a namespace destroys its interfaces, and with them their veth peers.
 for h in $(host_names) "${BRIDGE_NS#"$NS_PREFIX"}"; do

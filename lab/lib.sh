@@ -63,13 +63,13 @@ log_file() { echo "$LAB_RUN/$1.log"; }
 # svc_pid NAME: print the pid of a running service and succeed, else fail.
 # The pid must be alive AND live in the service's namespace, so a stale pid file
 # whose number was reused by an unrelated process is never trusted.
+# (Plain bash tests, no subprocesses: tests call this often.)
 svc_pid() {
-    local f pid
-    f=$(pid_file "$1")
-    [ -s "$f" ] || return 1
-    pid=$(tr -dc 0-9 <"$f")
-    [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
-    [ "$(ip netns identify "$pid" 2>/dev/null)" = "$NS_PREFIX$1" ] || return 1
+    local f=$LAB_RUN/$1.pid pid=""
+    [ -s "$f" ] && read -r pid <"$f" || return 1
+    case "$pid" in '' | *[!0-9]*) return 1 ;; esac
+    # -ef: the same inode, i.e. the process's network namespace is sl-NAME.
+    [ "/proc/$pid/ns/net" -ef "/run/netns/$NS_PREFIX$1" ] || return 1
     echo "$pid"
 }
 
@@ -182,14 +182,31 @@ svc_launch() {
     esac
 }
 
-# svc_stop NAME: stop one service (TERM, then KILL after 5 s); harmless if down.
+# kill_wait PID...: SIGTERM the processes (and SIGCONT, since a paused process
+# must wake to die), wait up to 5 s for them to exit, then SIGKILL the rest.
+kill_wait() {
+    local p alive i=0
+    [ $# -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    kill -CONT "$@" 2>/dev/null || true
+    while :; do
+        alive=""
+        for p in "$@"; do [ -d "/proc/$p" ] && alive="$alive $p"; done
+        if [ -z "$alive" ] || [ "$i" -ge 50 ]; then break; fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    # shellcheck disable=SC2086 # one word per pid
+    if [ -n "$alive" ]; then kill -KILL $alive 2>/dev/null || true; fi
+}
+
+# svc_stop NAME...: stop services (all at once); harmless for those already down.
 svc_stop() {
-    local name=$1 pid i=0
-    if pid=$(svc_pid "$name"); then
-        kill -TERM "$pid" 2>/dev/null || true
-        kill -CONT "$pid" 2>/dev/null || true # a paused process must wake to die
-        while [ -d "/proc/$pid" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
-        if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-    fi
-    rm -f "$(pid_file "$name")"
+    local name pid pids=""
+    for name in "$@"; do
+        if pid=$(svc_pid "$name"); then pids="$pids $pid"; fi
+    done
+    # shellcheck disable=SC2086
+    kill_wait $pids
+    for name in "$@"; do rm -f "$(pid_file "$name")"; done
 }

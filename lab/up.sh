@@ -19,18 +19,12 @@ set -eu
 . "$(dirname "$0")/lib.sh"
 require_root
 
-# Network namespaces need the veth and bridge drivers; say so plainly if absent.
-check_kernel() {
-    ip link add sl-probe0 type veth peer name sl-probe1 2>/dev/null ||
-        die "cannot create veth interfaces (kernel without veth?)"
-    ip link del sl-probe0
-}
-
 ensure_bridge() {
     ns_exists "$BRIDGE_NS" || ip netns add "$BRIDGE_NS"
     ip -n "$BRIDGE_NS" link set lo up
     ip -n "$BRIDGE_NS" link show "$BRIDGE" >/dev/null 2>&1 ||
-        ip -n "$BRIDGE_NS" link add "$BRIDGE" type bridge
+        ip -n "$BRIDGE_NS" link add "$BRIDGE" type bridge ||
+        die "cannot create a bridge (a kernel without bridge support?)"
     ip -n "$BRIDGE_NS" link set "$BRIDGE" up
 }
 
@@ -42,7 +36,8 @@ ensure_host() {
     if ! ip -n "$ns" link show eth0 >/dev/null 2>&1; then
         # A half pair left by an interrupted run would block the name.
         ip -n "$BRIDGE_NS" link del "$port" 2>/dev/null || true
-        ip -n "$BRIDGE_NS" link add "$port" type veth peer name eth0 netns "$ns"
+        ip -n "$BRIDGE_NS" link add "$port" type veth peer name eth0 netns "$ns" ||
+            die "cannot create a veth pair (a kernel without veth support?)"
     fi
     ip -n "$BRIDGE_NS" link set "$port" master "$BRIDGE" up
     ip -n "$ns" addr replace "$addr/24" dev eth0
@@ -69,7 +64,6 @@ ensure_blackhole() {
     ip -n "$ns" route replace "$BLACKHOLE_NET" via 169.254.0.1 dev bh0 onlink
 }
 
-check_kernel
 "$LAB_DIR/certs.sh" "$LAB_KEYS"
 ensure_bridge
 for h in $LAB_HOSTS; do

@@ -31,6 +31,7 @@ BUILD = REPO / "build" / "lab"
 KEYS = BUILD / "keys"          # the same files appear as /keys inside every host
 RUN = BUILD / "run"            # pid files and logs of the lab's services
 DNS_HOSTS = RUN / "dns" / "hosts"  # rewrite it, then service("reload", "dns")
+PROCS = RUN / "procs"          # default logs of LabProcess programs
 PY = "/usr/bin/python3"        # Debian's interpreter, with grpcio
 
 HOSTS = ("dns", "dev", "blue", "green", "advanced", "grpc", "client1", "client2")
@@ -146,9 +147,9 @@ class LabProcess:
     def __init__(self, host, *cmd, log=None, env=None, cwd=None):
         self.host, self.cmd = host, [str(c) for c in cmd]
         self.host_ip = IP[host]
-        RUN.mkdir(parents=True, exist_ok=True)
         name = Path(self.cmd[0]).name
-        self.log = Path(log) if log else RUN / f"proc-{host}-{name}-{os.getpid()}-{id(self):x}.log"
+        self.log = Path(log) if log else PROCS / f"{host}-{name}-{os.getpid()}-{id(self):x}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
         full_env = None
         if env:
             full_env = dict(os.environ)

@@ -247,7 +247,14 @@ signal.signal(signal.SIGTERM, bye)
 print("Server started", flush=True)
 while True:
     c, _ = s.accept(); n += 1
-    c.sendall(f"Hello! You are visitor #{n}\n".encode()); c.close()
+    c.sendall(f"Hello! You are visitor #{n}\n".encode())
+    # Drain what the client sent before closing: closing with unread input
+    # makes the kernel send RST, which can destroy the reply in flight.
+    c.shutdown(socket.SHUT_WR); c.settimeout(2)
+    try:
+        while c.recv(4096): pass
+    except OSError: pass
+    c.close()
 """
 
 

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "io/stream_impl.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "worker"
@@ -391,6 +392,7 @@ static void *worker_main(void *arg)
     start_services(w);
     sl__server_worker_started(w->server);
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    sl__stream_thread_cleanup();
     set_state(w, SL_WORKER_STOPPED);
     current_worker = NULL;
     return NULL;

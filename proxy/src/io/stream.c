@@ -56,6 +56,16 @@ static void req_put(sl_write_req_t *r)
     n_free_reqs++;
 }
 
+void sl__stream_thread_cleanup(void)
+{
+    while (free_reqs) {
+        sl_write_req_t *r = free_reqs;
+        free_reqs = r->next_free;
+        free(r);
+    }
+    n_free_reqs = 0;
+}
+
 sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind)
 {
     sl_stream_t *s = sl_xcalloc(1, sizeof(*s));

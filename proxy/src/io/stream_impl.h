@@ -43,4 +43,7 @@ struct sl_stream {
  * u.pipe itself. Returns a stream that must be closed with sl_stream_close. */
 sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind);
 
+/* Frees the calling thread's recycled write requests (at worker exit). */
+void sl__stream_thread_cleanup(void);
+
 #endif
