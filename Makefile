@@ -65,7 +65,10 @@ TEST_SRCS := $(sort $(wildcard proxy/test/*.c proxy/test/*/*.c watcher/test/*.c)
 TEST_OBJS := $(TEST_SRCS:%.c=$(OBJ)/%.o)
 TEST_BIN  := $(B)/test/unit
 
-BINS := $(B)/sluice $(if $(WATCH_MAIN),$(B)/sluice-watcher) $(EX_BINS)
+TOOL_SRCS := $(sort $(wildcard proxy/tools/*.c))
+TOOL_BINS := $(TOOL_SRCS:proxy/tools/%.c=$(B)/tools/%)
+
+BINS := $(B)/sluice $(if $(WATCH_MAIN),$(B)/sluice-watcher) $(EX_BINS) $(TOOL_BINS)
 
 # Rebuild everything when the flags change (e.g. toggling SAN=1).
 FLAGS_STAMP := $(OBJ)/.flags

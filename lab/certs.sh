@@ -31,6 +31,10 @@ run() {
     fi
 }
 
+# The Docker variant of the lab runs the dev host as uid 1000 with these files
+# mounted read-only, so the keys must be readable by others. They are test keys.
+readable() { chmod 0644 "$@"; }
+
 # leaf NAME KEYTYPE SUBJECT USAGE [SAN]: make NAME.key and a CSR, then NAME.crt
 # signed by the CA (365 days, sha256). The .crt is written last, so its existence
 # means the step finished.
@@ -56,6 +60,7 @@ leaf() {
     } >"$name.ext"
     run openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial \
         -days 365 -sha256 -extfile "$name.ext" -out "$name.crt.tmp"
+    readable "$name.key" "$name.crt.tmp"
     mv "$name.crt.tmp" "$name.crt"
 }
 
@@ -65,6 +70,7 @@ if [ ! -f ca.crt ]; then
     run openssl req -x509 -new -nodes -key ca.key -sha256 -days 3650 -out ca.crt.tmp \
         -subj "/C=US/ST=PingoraCity/O=CityGov/CN=Pingora Root CA"
     rm -f server.crt server-ec.crt upstream.crt client.crt grpc.crt ca.srl
+    readable ca.key ca.crt.tmp
     mv ca.crt.tmp ca.crt
 fi
 
@@ -84,7 +90,3 @@ leaf client rsa "/C=US/ST=PingoraCity/O=Pingora Proxy/CN=PingoraClient" clientAu
 # --- 5. gRPC upstream ---
 leaf grpc rsa "/C=US/ST=PingoraCity/O=gRPC Services/CN=grpc.pingora.local" serverAuth \
     "DNS:grpc.pingora.local, IP:172.28.0.23"
-
-# The Docker variant of the lab runs the dev host as uid 1000 with these files
-# mounted read-only, so the keys must be readable by others. They are test keys.
-chmod 0644 ./*.crt ./*.key

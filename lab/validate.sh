@@ -27,7 +27,7 @@ check() { # NAME CMD...
     next_file
     (
         rc=0
-        "$@" >/dev/null 2>&1 || rc=$?
+        "$@" >/dev/null 2>"$f.err" || rc=$?
         echo "$rc $name" >"$f"
     ) &
 }
@@ -72,14 +72,14 @@ wait
 
 echo "--- Pingora City validation (from dev) ---"
 failed=0
-for f in "$OUT"/*; do
+for f in "$OUT"/[0-9][0-9][0-9]; do
     read -r rc name <"$f"
     if [ "$rc" = - ]; then
         echo "--- $name ---"
     elif [ "$rc" -eq 0 ]; then
         echo "Checking $name... OK"
     else
-        echo "Checking $name... FAILED"
+        echo "Checking $name... FAILED ($(tail -n 1 "$f.err"))"
         failed=1
     fi
 done

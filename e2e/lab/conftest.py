@@ -2,7 +2,8 @@
 
 `lab` (session): makes sure the lab is up, running lab/up.sh if needed, and
 skips the test when not root (namespaces need it). If this session brought the
-lab up, it takes it down again at the end, unless SLUICE_LAB_KEEP=1.
+lab up, it takes it down again at the end (unless SLUICE_LAB_KEEP=1) and fails
+if lab/down.sh left anything behind.
 """
 import os
 
@@ -23,3 +24,4 @@ def lab():
     yield labkit
     if started and os.environ.get("SLUICE_LAB_KEEP") != "1":
         labkit.lab_down()
+        assert not labkit.leftovers(), f"lab/down.sh left: {labkit.leftovers()}"

@@ -68,6 +68,16 @@ def lab_down():
     return r
 
 
+def leftovers():
+    """What lab/down.sh should have removed but did not (empty when clean)."""
+    left = [f"namespace sl-{h}" for h in HOSTS + ("net",) if Path(f"/run/netns/sl-{h}").exists()]
+    left += [f"/etc/netns/sl-{h}" for h in HOSTS if Path(f"/etc/netns/sl-{h}").exists()]
+    if Path("/keys").is_dir() and not any(Path("/keys").iterdir()):
+        left.append("/keys (empty mount point)")
+    left += [f"{p.name} (pid file)" for p in RUN.glob("*.pid")]
+    return left
+
+
 def service(action, *names):
     """lab/svc ACTION [NAME...]: start stop restart pause resume reload status pid."""
     return subprocess.run([str(LAB / "svc"), action, *names],

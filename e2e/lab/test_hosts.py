@@ -1,13 +1,11 @@
 """The lab's building blocks on loopback (no namespaces, no root needed):
 http_echo.py, grpc_server.py / grpc_client.py, certs.sh and compose.yaml."""
 import json
-import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
@@ -117,7 +115,8 @@ def test_echo_discards_bodies(echo):
 
 def test_echo_expect_100_continue(echo):
     with connect(echo) as s:
-        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+        s.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
         f = s.makefile("rb")
         assert f.readline() == b"HTTP/1.1 100 Continue\r\n" and f.readline() == b"\r\n"
         s.sendall(b"abc")
@@ -147,6 +146,10 @@ def test_echo_connection_close_and_http10(echo):
     (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
      "400 Bad Request", b""),
     (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", "400 Bad Request", b""),
+    (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n", "400 Bad Request", b""),
+    (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n-5\r\n",
+     "400 Bad Request", b""),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", "505 HTTP Version Not Supported", b""),
     (b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "501 Not Implemented", b""),
     (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n",
      "431 Request Header Fields Too Large", b""),

@@ -64,7 +64,8 @@ def test_advanced_http(client):
         # The guide's config: default_type application/octet-stream, then
         # add_header Content-Type text/plain, so nginx sends both.
         assert h["content-type"] == ["application/octet-stream", "text/plain"]
-    status, h, body = parse_http(curl(client, "-i", "http://advanced.pingora.local/cache-control").stdout)
+    r = curl(client, "-i", "http://advanced.pingora.local/cache-control")
+    status, h, body = parse_http(r.stdout)
     assert (status, body) == (200, ADV["cache"])
     assert h["cache-control"] == ["public, max-age=60"] and h["etag"] == ["v1.0.0"]
 
@@ -94,7 +95,8 @@ def test_advanced_mtls(client):
 @pytest.mark.parametrize("client", CLIENTS)
 def test_advanced_h2c(client):
     for addr in both("advanced"):
-        r = curl(client, "--http2-prior-knowledge", "-w", "|%{http_version}", f"http://{addr}:8081/")
+        r = curl(client, "--http2-prior-knowledge", "-w", "|%{http_version}",
+                 f"http://{addr}:8081/")
         assert (r.returncode, r.stdout) == (0, ADV["h2c"] + "|2"), r.stderr
 
 

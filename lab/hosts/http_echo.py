@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -30,6 +31,8 @@ APP_VERSION = "0.2.3"
 MAX_LINE = 64 * 1024
 MAX_HEAD = 1024 * 1024  # Go's DefaultMaxHeaderBytes
 RECORD_BODY_MAX = 1024 * 1024
+DIGITS = re.compile(r"[0-9]{1,18}")
+HEXDIGITS = re.compile(rb"[0-9a-fA-F]{1,15}")
 
 
 class HttpError(Exception):
@@ -78,9 +81,10 @@ def parse_head(lines):
         method, target, version = lines[0].decode("latin-1").split(" ")
     except ValueError:
         raise HttpError()
-    if not version.startswith("HTTP/1.") or not method or not target:
-        raise HttpError(505 if version.startswith("HTTP/") else 400,
-                        "HTTP Version Not Supported" if version.startswith("HTTP/") else "Bad Request")
+    if not method or not target or not version.startswith("HTTP/"):
+        raise HttpError()
+    if version not in ("HTTP/1.0", "HTTP/1.1"):
+        raise HttpError(505, "HTTP Version Not Supported")
     headers = []
     for raw in lines[1:]:
         name, sep, value = raw.decode("latin-1").partition(":")
@@ -119,10 +123,11 @@ async def read_body(reader, writer, headers, version):
     length = 0
     if cl:
         values = {c.strip() for v in cl for c in v.split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        if len(values) != 1 or not DIGITS.fullmatch(next(iter(values))):
             raise HttpError()
         length = int(values.pop())
-    if (chunked or length) and version == "HTTP/1.1" and has_token(headers, "expect", "100-continue"):
+    if (chunked or length) and version == "HTTP/1.1" \
+            and has_token(headers, "expect", "100-continue"):
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     body = bytearray()
     try:
@@ -132,10 +137,9 @@ async def read_body(reader, writer, headers, version):
                 if not line.endswith(b"\n"):
                     raise HttpError()
                 size_s = line.split(b";", 1)[0].strip()
-                try:
-                    size = int(size_s, 16)
-                except ValueError:
+                if not HEXDIGITS.fullmatch(size_s):
                     raise HttpError()
+                size = int(size_s, 16)
                 if size == 0:
                     break
                 data = await reader.readexactly(size + 2)

@@ -47,6 +47,7 @@ def load(gen_dir=None):
                 capture_output=True, text=True)
             if res.returncode != 0:
                 raise RuntimeError(f"protoc failed: {res.stderr.strip()}")
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; other users import it too
             try:
                 os.rename(tmp, out)
             except OSError:  # another process got there first: use its copy

@@ -8,10 +8,10 @@
 #include "conf.h"
 #include "error.h"
 #include "log.h"
+#include "http.h"
+#include "peer.h"
+#include "proxy.h"
 #include "server.h"
 #include "stream.h"
-
-/* The struct of type `type` whose member `member` is at ptr. */
-#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 
 #endif

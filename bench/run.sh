@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# sluice bench: side-by-side benchmark of sluice, nginx, HAProxy and h2o (SPEC §10).
+# `make bench` runs this after building. Method, knobs and output: bench/README.md.
+#
+#   bench/run.sh                                  everything (about 2.5 minutes)
+#   BENCH_ONLY=nginx,haproxy bench/run.sh         only some proxies (also: h2o, sluice, direct)
+#   BENCH_SCENARIOS=h1 BENCH_DURATION=5 bench/run.sh
+#   SLUICE_BENCH_BIN=build/tools/sl-forward       sluice program (default), or a full template:
+#   SLUICE_BENCH_CMD='build/sluice -c x.yaml --port {port} --up {upstream_port}'
+#   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (h2 row skipped when unset)
+#
+# Writes only under build/bench/. Every process it starts is stopped on exit, failure or Ctrl-C.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=$(command -v python3)
+OUT="$ROOT/build/bench"
+mkdir -p "$OUT"
+
+cleanup() {
+    # bench.py stops what it started; this catches whatever is left if it was killed hard.
+    "$PY" "$ROOT/bench/lib/bench.py" --cleanup || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# 10,000 idle connections need that many descriptors in the proxy and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+export PYTHONIOENCODING=utf-8 PYTHONDONTWRITEBYTECODE=1
+
+cd "$ROOT"
+"$PY" "$ROOT/bench/lib/bench.py" &
+child=$!
+# Wait in a loop: `wait` returns early when a trapped signal arrives; pass it on and keep
+# waiting so the child's own cleanup finishes before ours.
+trap 'kill -INT $child 2>/dev/null' INT
+trap 'kill -TERM $child 2>/dev/null' TERM
+rc=0
+while :; do
+    wait "$child"; rc=$?
+    kill -0 "$child" 2>/dev/null || break
+done
+exit "$rc"

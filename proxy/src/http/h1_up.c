@@ -1,0 +1,797 @@
+/* The upstream side of HTTP/1.1: dialing, the per-worker keep-alive pool, response parsing,
+ * and the connect/read/write/idle timeouts of the peer. */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "core/core.h"
+#include "http/proxy_impl.h"
+#include "io/stream_impl.h"
+#include "util/mem.h"
+
+#define SL_LOG_TAG "upstream"
+#include "sluice/log.h"
+
+enum { UTIMER_NONE, UTIMER_CONNECT, UTIMER_READ, UTIMER_WRITE, UTIMER_IDLE };
+
+#define MAX_UP_HEADER_SIZE (64 * 1024)
+#define MAX_UP_HEADERS     256
+#define POOL_BUCKETS       256
+
+struct sl_pool {
+    sl_http_worker_t *hw;
+    size_t max_idle, n_idle;
+    h1_up_t *buckets[POOL_BUCKETS];
+    h1_up_t *lru_head, *lru_tail; /* most recently pooled first */
+};
+
+static void up_close(h1_up_t *u);
+static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static const llhttp_settings_t *response_settings(void);
+
+/* ---- pool keys ----------------------------------------------------------------------------- */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= c[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static void key_from_peer(sl_pool_key_t *k, const sl_peer_t *p)
+{
+    memset(k, 0, sizeof(*k));
+    k->addr = p->addr;
+    k->addr_len = p->addr_len;
+    k->tls = p->tls;
+    memcpy(k->sni, p->sni, sizeof(k->sni));
+    uint64_t h = 14695981039346656037ull;
+    h = fnv(h, &p->addr, p->addr_len);
+    h = fnv(h, &k->tls, sizeof(k->tls));
+    h = fnv(h, k->sni, strlen(k->sni));
+    k->hash = h;
+}
+
+static bool key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b)
+{
+    return a->hash == b->hash && a->addr_len == b->addr_len &&
+           memcmp(&a->addr, &b->addr, a->addr_len) == 0 && a->tls == b->tls &&
+           strcmp(a->sni, b->sni) == 0;
+}
+
+/* ---- pool ------------------------------------------------------------------------------------ */
+
+sl_pool_t *sl__pool_new(sl_http_worker_t *hw, size_t max_idle)
+{
+    sl_pool_t *p = sl_xcalloc(1, sizeof(*p));
+    p->hw = hw;
+    p->max_idle = max_idle;
+    return p;
+}
+
+size_t sl__pool_idle_count(const sl_pool_t *p)
+{
+    return p->n_idle;
+}
+
+static void pool_unlink(sl_pool_t *p, h1_up_t *u)
+{
+    size_t b = u->key.hash % POOL_BUCKETS;
+    if (u->bucket_prev)
+        u->bucket_prev->bucket_next = u->bucket_next;
+    else
+        p->buckets[b] = u->bucket_next;
+    if (u->bucket_next)
+        u->bucket_next->bucket_prev = u->bucket_prev;
+    if (u->lru_prev)
+        u->lru_prev->lru_next = u->lru_next;
+    else
+        p->lru_head = u->lru_next;
+    if (u->lru_next)
+        u->lru_next->lru_prev = u->lru_prev;
+    else
+        p->lru_tail = u->lru_prev;
+    u->bucket_next = u->bucket_prev = u->lru_next = u->lru_prev = NULL;
+    p->n_idle--;
+}
+
+static void pool_insert(sl_pool_t *p, h1_up_t *u)
+{
+    size_t b = u->key.hash % POOL_BUCKETS;
+    u->bucket_prev = NULL;
+    u->bucket_next = p->buckets[b];
+    if (p->buckets[b])
+        p->buckets[b]->bucket_prev = u;
+    p->buckets[b] = u;
+    u->lru_prev = NULL;
+    u->lru_next = p->lru_head;
+    if (p->lru_head)
+        p->lru_head->lru_prev = u;
+    p->lru_head = u;
+    if (!p->lru_tail)
+        p->lru_tail = u;
+    p->n_idle++;
+}
+
+void sl__pool_free(sl_pool_t *p)
+{
+    while (p->lru_head) {
+        h1_up_t *u = p->lru_head;
+        pool_unlink(p, u);
+        u->state = UP_ACTIVE; /* no longer pooled */
+        up_close(u);
+    }
+    free(p);
+}
+
+h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer)
+{
+    sl_pool_t *p = hw->pool;
+    if (!p->n_idle || peer->options.idle_timeout_ms == 0)
+        return NULL;
+    sl_pool_key_t k;
+    key_from_peer(&k, peer);
+    for (h1_up_t *u = p->buckets[k.hash % POOL_BUCKETS]; u; u = u->bucket_next) {
+        if (u->state == UP_IDLE && key_eq(&u->key, &k)) {
+            pool_unlink(p, u);
+            uv_timer_stop(&u->timer);
+            u->state = UP_ACTIVE;
+            u->reused = true;
+            return u;
+        }
+    }
+    return NULL;
+}
+
+/* ---- timers ---------------------------------------------------------------------------------- */
+
+static void on_timer(uv_timer_t *t)
+{
+    h1_up_t *u = t->data;
+    sl_session_t *s = u->session;
+    int mode = u->timer_mode;
+    u->timer_mode = UTIMER_NONE;
+    switch (mode) {
+    case UTIMER_IDLE:
+        SL_DEBUG("pooled connection idle timeout");
+        pool_unlink(u->hw->pool, u);
+        u->state = UP_ACTIVE;
+        up_close(u);
+        break;
+    case UTIMER_CONNECT:
+        up_close(u);
+        if (s)
+            sl__session_on_connected(s, NULL, SL_ETIMEDOUT_CONNECT);
+        break;
+    case UTIMER_READ:
+        if (s)
+            sl__session_on_up_error(s, SL_ETIMEDOUT_READ);
+        break;
+    case UTIMER_WRITE:
+        if (s)
+            sl__session_on_up_error(s, SL_ETIMEDOUT_WRITE);
+        break;
+    default:
+        break;
+    }
+}
+
+static void arm(h1_up_t *u, int mode, uint64_t ms)
+{
+    if (ms == 0) {
+        uv_timer_stop(&u->timer);
+        u->timer_mode = UTIMER_NONE;
+        return;
+    }
+    u->timer_mode = mode;
+    uv_timer_start(&u->timer, on_timer, ms, 0);
+}
+
+/* While a response is awaited: a pending write is bounded by the write timeout, silence by the
+ * read timeout. */
+static void arm_io(h1_up_t *u)
+{
+    sl_session_t *s = u->session;
+    if (!s)
+        return;
+    if (u->write_pending && s->peer.options.write_timeout_ms)
+        arm(u, UTIMER_WRITE, s->peer.options.write_timeout_ms);
+    else if (!u->message_done)
+        arm(u, UTIMER_READ, s->peer.options.read_timeout_ms);
+    else
+        arm(u, UTIMER_NONE, 0);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void maybe_free(h1_up_t *u)
+{
+    if (u->timer_closed && u->stream_closed) {
+        free(u->hdrs);
+        free(u);
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    h1_up_t *u = h->data;
+    u->timer_closed = true;
+    maybe_free(u);
+}
+
+static void on_stream_closed(sl_stream_t *st)
+{
+    h1_up_t *u = sl_stream_data(st);
+    u->stream_closed = true;
+    maybe_free(u);
+}
+
+static void up_close(h1_up_t *u)
+{
+    if (u->state == UP_CLOSED)
+        return;
+    if (u->state == UP_IDLE)
+        pool_unlink(u->hw->pool, u);
+    u->state = UP_CLOSED;
+    u->session = NULL;
+    sl__iobuf_put(u->hw, &u->in);
+    uv_timer_stop(&u->timer);
+    uv_close((uv_handle_t *)&u->timer, on_timer_closed);
+    sl_stream_close(u->stream, on_stream_closed);
+}
+
+static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer)
+{
+    h1_up_t *u = sl_xcalloc(1, sizeof(*u));
+    u->hw = hw;
+    key_from_peer(&u->key, peer);
+    u->stream = sl__stream_new(hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE
+                                                                          : SL_STREAM_TCP);
+    sl_stream_set_data(u->stream, u);
+    uv_timer_init(hw->loop, &u->timer);
+    u->timer.data = u;
+    llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
+    u->parser.data = u;
+    return u;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    h1_up_t *u = req->data;
+    if (u->state != UP_CONNECTING)
+        return; /* timed out or abandoned: already reported */
+    sl_session_t *s = u->session;
+    uv_timer_stop(&u->timer);
+    u->timer_mode = UTIMER_NONE;
+    if (status < 0) {
+        up_close(u);
+        if (s)
+            sl__session_on_connected(s, NULL, status);
+        return;
+    }
+    u->state = UP_ACTIVE;
+    sl_stream_set_nodelay(u->stream, true);
+    if (s)
+        sl__session_on_connected(s, u, 0);
+}
+
+void sl__up_connect(sl_session_t *s)
+{
+    h1_up_t *u = up_alloc(s->hw, &s->peer);
+    u->state = UP_CONNECTING;
+    u->session = s;
+    u->idle_timeout_ms = s->peer.options.idle_timeout_ms;
+    s->up = u;
+    u->connect_req.data = u;
+    uint64_t t = s->peer.options.connect_timeout_ms;
+    if (s->peer.options.total_connection_timeout_ms &&
+        (!t || s->peer.options.total_connection_timeout_ms < t))
+        t = s->peer.options.total_connection_timeout_ms;
+    int rc;
+    if (s->peer.addr.ss_family == AF_UNIX) {
+        const char *path = ((const struct sockaddr_un *)&s->peer.addr)->sun_path;
+        uv_pipe_connect(&u->connect_req, &u->stream->u.pipe, path, on_connect);
+        rc = 0;
+    } else {
+        rc = uv_tcp_connect(&u->connect_req, &u->stream->u.tcp,
+                            (const struct sockaddr *)&s->peer.addr, on_connect);
+    }
+    if (rc) {
+        up_close(u);
+        s->up = NULL;
+        sl__session_on_connected(s, NULL, rc);
+        return;
+    }
+    arm(u, UTIMER_CONNECT, t);
+}
+
+/* ---- writing --------------------------------------------------------------------------------- */
+
+static void on_written(sl_stream_t *st, int status, void *arg)
+{
+    h1_up_t *u = sl_stream_data(st);
+    u->write_pending--;
+    sl_session_t *s = u->session;
+    if (s) {
+        if (status == 0)
+            arm_io(u);
+        sl__session_on_up_write_done(s, status, (int)(intptr_t)arg);
+    }
+}
+
+int sl__up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag)
+{
+    if (u->state != UP_ACTIVE)
+        return UV_ECANCELED;
+    int rc = sl_stream_write(u->stream, bufs, n, on_written, (void *)(intptr_t)tag);
+    if (rc)
+        return rc;
+    u->write_pending++;
+    arm_io(u);
+    return 0;
+}
+
+/* ---- reading and parsing --------------------------------------------------------------------- */
+
+static void reset_response(h1_up_t *u)
+{
+    u->status_off = u->status_len = 0;
+    u->n_hdrs = 0;
+    u->hdr_phase = 0;
+    u->headers_done = u->message_done = false;
+    u->informational = false;
+    u->in_trailers = false;
+    u->n_body_iov = 0;
+    u->parse_error = 0;
+}
+
+static int make_room(h1_up_t *u)
+{
+    sl_iobuf_t *b = &u->in;
+    if (b->len < b->cap)
+        return 0;
+    if (!u->headers_done) {
+        if (u->msg_start > 0) {
+            memmove(b->data, b->data + u->msg_start, b->len - u->msg_start);
+            b->len -= u->msg_start;
+            b->parsed -= u->msg_start;
+            u->msg_start = 0;
+            return 0;
+        }
+        return sl__iobuf_grow(b, b->cap * 2, MAX_UP_HEADER_SIZE + 1024) == 0
+                   ? 0
+                   : SL_EUPSTREAM_HEADER_TOO_LARGE;
+    }
+    if (b->refs == 0 && b->parsed > u->body_base) {
+        memmove(b->data + u->body_base, b->data + b->parsed, b->len - b->parsed);
+        b->len -= b->parsed - u->body_base;
+        b->parsed = u->body_base;
+        return 0;
+    }
+    return UV_ENOBUFS;
+}
+
+static void up_alloc_cb(sl_stream_t *st, size_t suggested, uv_buf_t *buf)
+{
+    h1_up_t *u = sl_stream_data(st);
+    if (!u->in.data)
+        sl__iobuf_get(u->hw, &u->in);
+    if (make_room(u) != 0) {
+        *buf = uv_buf_init(NULL, 0);
+        return;
+    }
+    *buf = uv_buf_init(u->in.data + u->in.len, (unsigned)(u->in.cap - u->in.len));
+}
+
+static void stop_reading(h1_up_t *u)
+{
+    if (u->reading) {
+        sl_stream_read_stop(u->stream);
+        u->reading = false;
+    }
+}
+
+static void start_reading(h1_up_t *u)
+{
+    if (!u->reading && u->state != UP_CLOSED) {
+        if (sl_stream_read_start(u->stream, up_alloc_cb, up_read) == 0)
+            u->reading = true;
+    }
+}
+
+static h1_up_t *from_parser(llhttp_t *p)
+{
+    return p->data;
+}
+
+static uint32_t rel(h1_up_t *u, const char *at)
+{
+    return (uint32_t)(at - u->in.data - (ptrdiff_t)u->msg_start);
+}
+
+static int too_large(h1_up_t *u, const char *end)
+{
+    if ((size_t)(end - u->in.data) - u->msg_start > MAX_UP_HEADER_SIZE) {
+        u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+        return HPE_USER;
+    }
+    return 0;
+}
+
+static int r_on_message_begin(llhttp_t *p)
+{
+    h1_up_t *u = from_parser(p);
+    reset_response(u);
+    u->got_bytes = true;
+    return 0;
+}
+
+static int r_on_status(llhttp_t *p, const char *at, size_t len)
+{
+    h1_up_t *u = from_parser(p);
+    if (!u->status_len)
+        u->status_off = rel(u, at);
+    u->status_len += (uint32_t)len;
+    return too_large(u, at + len);
+}
+
+static int trailer_piece(h1_up_t *u, const char *at, size_t len, bool value)
+{
+    sl_session_t *s = u->session;
+    if (!s)
+        return 0;
+    sl_headers_t *t = &s->up_trailers;
+    if (!t->arena)
+        t->arena = &s->arena;
+    if (!value && u->hdr_phase != 1) {
+        if (t->n >= 64) {
+            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+            return HPE_USER;
+        }
+        sl_headers_add_n(t, at, len, "", 0);
+    } else {
+        sl_header_t *h = &t->items[t->n - 1];
+        sl_str_t *f = value ? &h->value : &h->name;
+        if (f->len + len > 8192) {
+            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+            return HPE_USER;
+        }
+        char *n = sl_arena_alloc(t->arena, f->len + len + 1);
+        memcpy(n, f->ptr, f->len);
+        memcpy(n + f->len, at, len);
+        f->ptr = n;
+        f->len += len;
+    }
+    u->hdr_phase = value ? 2 : 1;
+    return 0;
+}
+
+static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    h1_up_t *u = from_parser(p);
+    if (u->in_trailers)
+        return trailer_piece(u, at, len, false);
+    if (u->hdr_phase != 1) {
+        if (u->n_hdrs >= MAX_UP_HEADERS) {
+            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+            return HPE_USER;
+        }
+        if (u->n_hdrs == u->cap_hdrs) {
+            u->cap_hdrs = u->cap_hdrs ? u->cap_hdrs * 2 : 32;
+            u->hdrs = sl_xrealloc(u->hdrs, u->cap_hdrs * sizeof(*u->hdrs));
+        }
+        hdr_off_t *h = &u->hdrs[u->n_hdrs++];
+        h->name_off = rel(u, at);
+        h->name_len = h->val_off = h->val_len = 0;
+        u->hdr_phase = 1;
+    }
+    u->hdrs[u->n_hdrs - 1].name_len += (uint32_t)len;
+    return too_large(u, at + len);
+}
+
+static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    h1_up_t *u = from_parser(p);
+    if (u->in_trailers)
+        return trailer_piece(u, at, len, true);
+    hdr_off_t *h = &u->hdrs[u->n_hdrs - 1];
+    if (u->hdr_phase != 2) {
+        h->val_off = rel(u, at);
+        u->hdr_phase = 2;
+    }
+    h->val_len += (uint32_t)len;
+    return too_large(u, at + len);
+}
+
+static int r_on_header_value_complete(llhttp_t *p)
+{
+    from_parser(p)->hdr_phase = 0;
+    return 0;
+}
+
+static int r_on_headers_complete(llhttp_t *p)
+{
+    h1_up_t *u = from_parser(p);
+    int status = p->status_code;
+    if (status >= 100 && status < 200 && status != 101) {
+        /* 100 Continue, 103 Early Hints: not forwarded; the final response follows. */
+        u->informational = true;
+        return 0;
+    }
+    u->headers_done = true;
+    if (u->head_request || status == 204 || status == 304)
+        return 1; /* no body, whatever the headers say */
+    return HPE_PAUSED;
+}
+
+static int r_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    h1_up_t *u = from_parser(p);
+    if (u->n_body_iov == SL_MAX_BODY_IOV) {
+        u->parse_error = SL_EINTERNAL;
+        return HPE_USER;
+    }
+    u->body_iov[u->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
+    return 0;
+}
+
+static int r_on_chunk_header(llhttp_t *p)
+{
+    h1_up_t *u = from_parser(p);
+    if (p->content_length == 0)
+        u->in_trailers = true;
+    u->hdr_phase = 0;
+    return 0;
+}
+
+static int r_on_chunk_complete(llhttp_t *p)
+{
+    h1_up_t *u = from_parser(p);
+    return u->n_body_iov >= SL_MAX_BODY_IOV - 2 ? HPE_PAUSED : 0;
+}
+
+static int r_on_message_complete(llhttp_t *p)
+{
+    h1_up_t *u = from_parser(p);
+    if (u->informational) {
+        reset_response(u);
+        u->restart_msg = true; /* the caller moves msg_start past it */
+        return HPE_PAUSED;
+    }
+    u->message_done = true;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t *response_settings(void)
+{
+    static llhttp_settings_t s;
+    static bool init;
+    if (!init) {
+        llhttp_settings_init(&s);
+        s.on_message_begin = r_on_message_begin;
+        s.on_status = r_on_status;
+        s.on_header_field = r_on_header_field;
+        s.on_header_value = r_on_header_value;
+        s.on_header_value_complete = r_on_header_value_complete;
+        s.on_headers_complete = r_on_headers_complete;
+        s.on_body = r_on_body;
+        s.on_chunk_header = r_on_chunk_header;
+        s.on_chunk_complete = r_on_chunk_complete;
+        s.on_message_complete = r_on_message_complete;
+        init = true;
+    }
+    return &s;
+}
+
+/* Builds the session's view of the response header (pointers into the buffer, stable for the
+ * rest of the session: compaction never touches the header block). */
+static void publish_header(h1_up_t *u)
+{
+    sl_session_t *s = u->session;
+    sl_response_header_t *r = &s->up_resp;
+    const char *base = u->in.data + u->msg_start;
+    r->status = u->parser.status_code;
+    r->version = u->parser.http_major == 1 && u->parser.http_minor == 0 ? 10 : 11;
+    r->reason = (sl_str_t){base + u->status_off, u->status_len};
+    r->headers.arena = &s->arena;
+    r->headers.n = r->headers.cap = u->n_hdrs;
+    r->headers.items = sl_arena_alloc(&s->arena, (u->n_hdrs ? u->n_hdrs : 1) * sizeof(sl_header_t));
+    for (size_t i = 0; i < u->n_hdrs; i++) {
+        const hdr_off_t *h = &u->hdrs[i];
+        const char *v = base + h->val_off;
+        size_t vl = h->val_len;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
+        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
+        r->headers.items[i].value = (sl_str_t){v, vl};
+    }
+    uint64_t flags = u->parser.flags;
+    if (u->head_request || r->status == 204 || r->status == 304)
+        s->resp_body_up = BODY_NONE;
+    else if (flags & F_CHUNKED)
+        s->resp_body_up = BODY_CHUNKED;
+    else if (flags & F_CONTENT_LENGTH)
+        s->resp_body_up = u->parser.content_length ? BODY_LENGTH : BODY_NONE;
+    else
+        s->resp_body_up = BODY_CLOSE;
+    s->resp_content_length = u->parser.content_length;
+}
+
+/* Parses what is buffered. Stops when the session must act (header, body pieces, end). */
+static void up_process(h1_up_t *u)
+{
+    sl_iobuf_t *b = &u->in;
+    while (u->state == UP_ACTIVE && u->session && !u->hold) {
+        sl_session_t *s = u->session;
+        if (u->header_published && !u->end_delivered && (u->n_body_iov || u->message_done)) {
+            size_t n = u->n_body_iov;
+            u->n_body_iov = 0;
+            if (u->message_done) {
+                u->end_delivered = true;
+                uv_timer_stop(&u->timer);
+                u->timer_mode = UTIMER_NONE;
+            }
+            sl__session_on_response_body(s, u->body_iov, n, u->message_done);
+            continue;
+        }
+        if (u->message_done || b->parsed == b->len)
+            break;
+        llhttp_errno_t e = llhttp_execute(&u->parser, b->data + b->parsed, b->len - b->parsed);
+        size_t used;
+        if (e == HPE_OK) {
+            used = b->len - b->parsed;
+        } else if (e == HPE_PAUSED) {
+            used = (size_t)(llhttp_get_error_pos(&u->parser) - (b->data + b->parsed));
+            llhttp_resume(&u->parser);
+        } else if (e == HPE_PAUSED_UPGRADE) {
+            used = (size_t)(llhttp_get_error_pos(&u->parser) - (b->data + b->parsed));
+            llhttp_resume_after_upgrade(&u->parser);
+        } else {
+            int err = (e == HPE_USER && u->parse_error) ? u->parse_error : SL_EUPSTREAM_PROTO;
+            SL_WARN("invalid response from upstream: %s (%s)", llhttp_errno_name(e),
+                    llhttp_get_error_reason(&u->parser));
+            sl__session_on_up_error(s, err);
+            return;
+        }
+        b->parsed += used;
+        if (u->restart_msg) {
+            /* An informational response ended: the next message starts here. */
+            u->restart_msg = false;
+            u->msg_start = b->parsed;
+            continue;
+        }
+        if (u->headers_done && !u->header_published) {
+            u->header_published = true;
+            u->body_base = b->parsed;
+            publish_header(u);
+            /* The session runs its filters (maybe asynchronously) and resumes us. */
+            u->hold = true;
+            sl__session_on_response_header(s);
+            return;
+        }
+    }
+}
+
+void sl__up_resume_reading(h1_up_t *u)
+{
+    u->hold = false;
+    if (u->state != UP_ACTIVE)
+        return;
+    up_process(u);
+    if (u->state == UP_ACTIVE && u->session)
+        sl__session_flush_head(u->session);
+    if (u->state == UP_ACTIVE && u->session && !u->message_done) {
+        sl_iobuf_t *b = &u->in;
+        if (!b->data || b->len < b->cap || make_room(u) == 0)
+            start_reading(u);
+        else
+            stop_reading(u);
+    }
+}
+
+void sl__up_buffer_released(h1_up_t *u)
+{
+    if (u->state == UP_ACTIVE && u->session && !u->hold && !u->reading)
+        sl__up_resume_reading(u);
+}
+
+static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    h1_up_t *u = sl_stream_data(st);
+    if (u->state == UP_IDLE) {
+        /* An idle pooled connection that talks or closes is no longer usable. */
+        SL_DEBUG("pooled connection closed by the upstream");
+        up_close(u);
+        return;
+    }
+    if (nread == UV_ENOBUFS) {
+        stop_reading(u);
+        if (make_room(u) == SL_EUPSTREAM_HEADER_TOO_LARGE && u->session)
+            sl__session_on_up_error(u->session, SL_EUPSTREAM_HEADER_TOO_LARGE);
+        return;
+    }
+    sl_session_t *s = u->session;
+    if (!s) {
+        up_close(u);
+        return;
+    }
+    if (nread < 0) {
+        stop_reading(u);
+        u->peer_closed = true;
+        if (nread == UV_EOF && u->headers_done && s->resp_body_up == BODY_CLOSE) {
+            /* A body delimited by the connection's end: EOF completes it. */
+            llhttp_finish(&u->parser);
+            u->message_done = true;
+            up_process(u);
+            return;
+        }
+        sl__session_on_up_error(s, nread == UV_EOF ? SL_EUPSTREAM_CLOSED : (int)nread);
+        return;
+    }
+    u->in.len += (size_t)nread;
+    if (s->peer.options.read_timeout_ms && !u->message_done && !u->write_pending)
+        arm(u, UTIMER_READ, s->peer.options.read_timeout_ms);
+    up_process(u);
+    if (u->state == UP_ACTIVE && u->session && !u->hold && !u->message_done) {
+        sl_iobuf_t *b = &u->in;
+        if (b->len >= b->cap && make_room(u) != 0)
+            stop_reading(u);
+    }
+}
+
+void sl__up_start_response(h1_up_t *u)
+{
+    sl_session_t *s = u->session;
+    reset_response(u);
+    u->header_published = false;
+    u->end_delivered = false;
+    u->hold = false;
+    u->got_bytes = false;
+    u->head_request = s->head;
+    u->msg_start = 0;
+    if (u->in.data && u->in.len > u->in.parsed) {
+        /* Bytes before we asked: an upstream that answers unasked is broken. */
+        sl__session_on_up_error(s, SL_EUPSTREAM_PROTO);
+        return;
+    }
+    if (u->in.data) {
+        u->in.len = u->in.parsed = 0;
+    }
+    llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
+    u->parser.data = u;
+    arm_io(u);
+    start_reading(u);
+}
+
+void sl__up_release(h1_up_t *u, bool reusable)
+{
+    sl_http_worker_t *hw = u->hw;
+    if (u->state != UP_ACTIVE) {
+        up_close(u);
+        return;
+    }
+    u->session = NULL;
+    u->requests++;
+    bool ok = reusable && !u->peer_closed && u->in.parsed == u->in.len && u->in.refs == 0 &&
+              u->idle_timeout_ms > 0 && !hw->shutting_down && hw->pool->max_idle > 0 &&
+              llhttp_should_keep_alive(&u->parser);
+    if (!ok) {
+        up_close(u);
+        return;
+    }
+    sl_pool_t *p = hw->pool;
+    if (p->n_idle >= p->max_idle) {
+        h1_up_t *old = p->lru_tail;
+        pool_unlink(p, old);
+        old->state = UP_ACTIVE;
+        up_close(old);
+    }
+    sl__iobuf_put(hw, &u->in); /* idle connections hold no buffer */
+    u->state = UP_IDLE;
+    pool_insert(p, u);
+    arm(u, UTIMER_IDLE, u->idle_timeout_ms);
+    start_reading(u); /* to notice the upstream closing it */
+}

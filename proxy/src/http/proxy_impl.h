@@ -1,0 +1,332 @@
+/* Internal structures of the HTTP/1.1 proxy engine.
+ *
+ *   downstream connection (h1_down) --owns--> session (one request at a time)
+ *   session --borrows--> upstream connection (h1_up), from the worker's pool or freshly dialled
+ *
+ * Buffers: each connection reads into one buffer that is taken from a per-worker free list when
+ * bytes arrive and given back when the connection goes idle, so idle keep-alive connections
+ * hold no buffer. Header and body views point into these buffers; a buffer is compacted only
+ * when no view or pending write refers to it. */
+#ifndef SL_HTTP_PROXY_IMPL_H
+#define SL_HTTP_PROXY_IMPL_H
+
+#include <llhttp.h>
+#include <stdint.h>
+
+#include "sluice/proxy.h"
+#include "sluice/stream.h"
+#include "util/arena.h"
+
+#define SL_IOBUF_SIZE     16384
+#define SL_MAX_BODY_IOV   64
+
+typedef struct sl_http_worker sl_http_worker_t;
+typedef struct sl_http_service sl_http_service_t;
+typedef struct h1_down h1_down_t;
+typedef struct h1_up h1_up_t;
+
+/* ---- buffers ----------------------------------------------------------------------------- */
+
+typedef struct sl_iobuf {
+    char *data;
+    size_t cap;
+    size_t len;    /* bytes held: [0, len) */
+    size_t parsed; /* bytes the parser consumed */
+    int refs;      /* pending writes (on the other connection) that point into data */
+} sl_iobuf_t;
+
+/* Takes a buffer of at least SL_IOBUF_SIZE from the worker's free list. */
+void sl__iobuf_get(sl_http_worker_t *hw, sl_iobuf_t *b);
+/* Gives it back (or frees a grown one). */
+void sl__iobuf_put(sl_http_worker_t *hw, sl_iobuf_t *b);
+/* Grows to at least want bytes (content preserved), up to max. Returns 0 or SL_ETOOLARGE. */
+int sl__iobuf_grow(sl_iobuf_t *b, size_t want, size_t max);
+
+/* ---- service and worker state ------------------------------------------------------------ */
+
+struct sl_http_service {
+    sl_proxy_hooks_t hooks;
+    void *app;
+    sl_http_options_t opts;
+    size_t pool_size;
+    int max_retries;
+    sl_http_worker_t **workers; /* by worker id */
+    size_t n_workers;
+    sl_service_t *service;
+};
+
+typedef struct sl_pool sl_pool_t;
+
+struct sl_http_worker {
+    sl_http_service_t *svc;
+    sl_worker_t *worker;
+    uv_loop_t *loop;
+    char **free_bufs;
+    size_t n_free_bufs;
+    sl_session_t *free_sessions;
+    size_t n_free_sessions;
+    sl_pool_t *pool;
+    h1_down_t *conns; /* every downstream connection, for shutdown */
+    sl_shutdown_sub_t on_shutdown;
+    sl_shutdown_sub_t on_expired;
+    bool shutting_down;
+    bool stopped; /* worker_stop ran: buffers and sessions are freed, not recycled */
+};
+
+/* ---- framing ----------------------------------------------------------------------------- */
+
+typedef enum body_mode {
+    BODY_NONE,    /* no body */
+    BODY_LENGTH,  /* Content-Length */
+    BODY_CHUNKED, /* chunked transfer coding */
+    BODY_CLOSE,   /* until the connection closes (responses only) */
+} body_mode_t;
+
+/* ---- downstream connection --------------------------------------------------------------- */
+
+typedef enum h1_down_state {
+    DOWN_IDLE,        /* keep-alive, waiting for a request */
+    DOWN_HEADERS,     /* reading a request's header block */
+    DOWN_ACTIVE,      /* a session runs */
+    DOWN_CLOSING,
+} h1_down_state_t;
+
+typedef struct hdr_off {
+    uint32_t name_off, name_len, val_off, val_len;
+} hdr_off_t;
+
+struct h1_down {
+    sl_stream_t *stream;
+    sl_http_worker_t *hw;
+    sl_http_service_t *svc;
+    h1_down_state_t state;
+    llhttp_t parser;
+    sl_iobuf_t in;
+    uv_timer_t timer;
+    int timer_mode;
+    bool timer_closed;
+    sl_session_t *session;
+    struct sockaddr_storage peer;
+    char peer_ip[48];
+    uint64_t requests;
+    bool reading;
+    bool close_after;     /* no keep-alive after this response */
+    bool peer_eof;        /* the client half-closed */
+    bool body_hold;       /* the session is not ready for request body bytes yet */
+    size_t body_base;     /* end of the current request's header block in `in` */
+    int write_pending;    /* writes queued on the stream not yet completed */
+    h1_down_t *prev, *next; /* hw->conns */
+    /* parse state for the current header block (offsets: the buffer may grow) */
+    size_t msg_start;
+    uint32_t url_off, url_len, method_off, method_len;
+    hdr_off_t *hdrs;
+    size_t n_hdrs, cap_hdrs;
+    int hdr_phase; /* 0 none, 1 in field, 2 in value */
+    bool headers_done, message_done;
+    int parse_error;
+    /* body spans collected during one llhttp_execute */
+    uv_buf_t body_iov[SL_MAX_BODY_IOV];
+    size_t n_body_iov;
+    bool body_overflow;
+    sl_headers_t trailers;
+    bool in_trailers;
+};
+
+/* ---- upstream connection ----------------------------------------------------------------- */
+
+typedef enum h1_up_state {
+    UP_CONNECTING,
+    UP_ACTIVE, /* serving a session */
+    UP_IDLE,   /* in the pool */
+    UP_CLOSED,
+} h1_up_state_t;
+
+typedef struct sl_pool_key {
+    uint64_t hash;
+    struct sockaddr_storage addr;
+    unsigned addr_len;
+    bool tls;
+    char sni[256];
+} sl_pool_key_t;
+
+struct h1_up {
+    sl_stream_t *stream;
+    sl_http_worker_t *hw;
+    h1_up_state_t state;
+    sl_pool_key_t key;
+    sl_session_t *session;
+    llhttp_t parser;
+    sl_iobuf_t in;
+    uv_timer_t timer;
+    int timer_mode;
+    bool timer_closed, stream_closed;
+    uv_connect_t connect_req;
+    uint64_t idle_timeout_ms;
+    uint64_t requests;
+    bool reused;
+    bool reading;
+    bool hold;        /* the session is busy with the header: do not parse on */
+    bool peer_closed; /* the upstream sent EOF */
+    int write_pending;
+    /* pool links */
+    h1_up_t *bucket_next, *bucket_prev;
+    h1_up_t *lru_next, *lru_prev;
+    /* response parse state */
+    uint32_t status_off, status_len;
+    hdr_off_t *hdrs;
+    size_t n_hdrs, cap_hdrs;
+    int hdr_phase;
+    bool headers_done, message_done, head_request;
+    bool informational, restart_msg, header_published, end_delivered;
+    int parse_error;
+    size_t msg_start, body_base;
+    uv_buf_t body_iov[SL_MAX_BODY_IOV];
+    size_t n_body_iov;
+    bool body_overflow;
+    bool in_trailers;
+    bool got_bytes; /* any response byte seen: a failure after this is not retryable */
+};
+
+/* ---- session ----------------------------------------------------------------------------- */
+
+typedef enum sess_state {
+    SS_EARLY_FILTER,
+    SS_REQUEST_FILTER,
+    SS_UPSTREAM_PEER,
+    SS_CONNECT,
+    SS_CONNECTING,
+    SS_CONNECTED_HOOK,
+    SS_UP_REQUEST_FILTER,
+    SS_SEND_REQUEST,
+    SS_PROXYING,           /* request sent; body going up; waiting for the response header */
+    SS_UP_RESPONSE_FILTER,
+    SS_RESPONSE_FILTER,
+    SS_RESPONSE_BODY,      /* streaming the response to the client */
+    SS_FAILING,            /* fail_to_proxy runs */
+    SS_RESPONDING,         /* a locally generated response is being written */
+    SS_DONE,
+} sess_state_t;
+
+struct sl_session {
+    sl_http_service_t *svc;
+    sl_http_worker_t *hw;
+    h1_down_t *down;
+    h1_up_t *up;
+    sess_state_t state;
+    void *ctx;
+    bool ctx_made;
+    sl_request_header_t req;
+    sl_request_header_t up_req;
+    sl_response_header_t *resp;      /* sent / being sent to the client */
+    sl_response_header_t up_resp;    /* as received from upstream */
+    sl_peer_t peer;
+    bool have_peer;
+    int error;
+    const char *error_reason;
+    int deferred_err;                /* an error that arrived while a hook was pending */
+    bool in_hook;
+    bool pending;                    /* a hook returned SL_PENDING and owes a resume */
+    int resumed_rc;
+    bool resumed;
+    int retries;
+    bool retry;
+    bool reused;
+    bool no_pool;
+    /* request body */
+    body_mode_t req_body;
+    uint64_t req_content_length;
+    bool req_body_done;      /* the whole request body was read from the client */
+    bool req_body_started;   /* some body went upstream: no retry any more */
+    bool up_req_chunked;
+    bool expect_continue;
+    bool sent_continue;
+    /* response */
+    body_mode_t resp_body_up;   /* how the upstream frames it */
+    uint64_t resp_content_length;
+    body_mode_t resp_body_down; /* how we frame it to the client */
+    uv_buf_t head_buf;
+    bool head_pending;          /* serialized, not yet written (waits for the first body) */
+    bool resp_header_sent;
+    bool resp_done;             /* the whole response was handed to the client stream */
+    bool up_resp_done;
+    bool client_wants_close;
+    bool head;
+    int status;
+    uint64_t body_bytes_sent;
+    uint64_t start_ms;
+    sl_headers_t up_trailers;
+    sl_session_t *next_free;
+    sl_arena_t arena; /* last: everything before it is reset per request */
+};
+
+/* ---- functions between the files -------------------------------------------------------- */
+
+/* proxy_service.c */
+sl_http_worker_t *sl__http_worker(sl_http_service_t *svc, sl_worker_t *w);
+
+/* h1_down.c */
+void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream);
+/* Writes bufs to the client; the session hears of completion with tag (WTAG_*). */
+int sl__down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag);
+/* Writes that pointed into the connection's buffer completed: it may read again. */
+void sl__down_buffer_released(h1_down_t *d);
+/* Graceful shutdown (expired=false: idle connections close, busy ones after the response;
+ * expired=true: everything closes now). */
+void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired);
+/* The session no longer needs request body pauses: parse what is buffered, read more. */
+void sl__down_resume_body(h1_down_t *d);
+/* The session is finished (every write completed): keep-alive or close. */
+void sl__down_session_done(h1_down_t *d);
+/* Closes the connection at once (aborting a response in flight). */
+void sl__down_abort(h1_down_t *d);
+void sl__down_set_timer(h1_down_t *d, uint64_t ms);
+
+/* h1_up.c */
+/* Takes an idle pooled connection for the session's peer, or NULL. */
+h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer);
+/* Dials the session's peer; sl__session_on_connected() reports the outcome. */
+void sl__up_connect(sl_session_t *s);
+int sl__up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag);
+/* Writes that pointed into the upstream buffer completed: parsing may continue. */
+void sl__up_buffer_released(h1_up_t *u);
+/* Starts reading the response (arms the read timeout). */
+void sl__up_start_response(h1_up_t *u);
+/* The session is done with the connection: pool it when reusable, else close. */
+void sl__up_release(h1_up_t *u, bool reusable);
+void sl__up_resume_reading(h1_up_t *u);
+void sl__pool_free(sl_pool_t *pool);
+sl_pool_t *sl__pool_new(sl_http_worker_t *hw, size_t max_idle);
+size_t sl__pool_idle_count(const sl_pool_t *pool);
+
+/* session.c */
+sl_session_t *sl__session_start(h1_down_t *d);
+void sl__session_release(sl_http_worker_t *hw, sl_session_t *s);
+void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err);
+void sl__session_on_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end);
+/* Write tags: which buffer a write's data points into. */
+enum { WTAG_NONE = 0, WTAG_DOWN_BUF = 1, WTAG_UP_BUF = 2 };
+void sl__session_on_down_write_done(sl_session_t *s, int status, int tag);
+void sl__session_on_up_write_done(sl_session_t *s, int status, int tag);
+void sl__session_on_response_header(sl_session_t *s);
+void sl__session_on_response_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end);
+void sl__session_on_up_error(sl_session_t *s, int err);
+void sl__session_on_down_error(sl_session_t *s, int err);
+/* Writes the response head if no body piece took it along. */
+void sl__session_flush_head(sl_session_t *s);
+/* A request the parser rejected: answer with the error's status and close. */
+void sl__session_reject(h1_down_t *d, int err);
+
+/* headers.c: true when the comma-separated list holds token (case-insensitive). */
+bool sl__str_has_token(sl_str_t list, sl_str_t token);
+
+/* h1_write.c */
+/* Serializes a request header (request line + headers + blank line) into the arena. */
+uv_buf_t sl__h1_serialize_request(sl_arena_t *a, const sl_request_header_t *req);
+uv_buf_t sl__h1_serialize_response(sl_arena_t *a, const sl_response_header_t *resp);
+/* "1a2f\r\n" for a chunk of n bytes. */
+uv_buf_t sl__h1_chunk_header(sl_arena_t *a, size_t n);
+/* The default error body for status in format (json|html|text); sets *ctype. */
+const char *sl__error_body(sl_arena_t *a, const char *format, int status, const char *message,
+                           const char **ctype, size_t *len);
+
+#endif

@@ -1,0 +1,121 @@
+/* The HTTP proxy service: a listening service whose app is the HTTP/1.1 engine, with one
+ * engine state (pool, buffers) per worker. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "http/proxy_impl.h"
+#include "util/mem.h"
+
+#define SL_LOG_TAG "proxy"
+#include "sluice/log.h"
+
+sl_http_worker_t *sl__http_worker(sl_http_service_t *svc, sl_worker_t *w)
+{
+    return svc->workers[sl_worker_id(w)];
+}
+
+static void on_shutdown(sl_shutdown_sub_t *sub)
+{
+    sl_http_worker_t *hw = sl_container_of(sub, sl_http_worker_t, on_shutdown);
+    hw->shutting_down = true;
+    sl__down_shutdown_all(hw, false);
+}
+
+static void on_expired(sl_shutdown_sub_t *sub)
+{
+    sl_http_worker_t *hw = sl_container_of(sub, sl_http_worker_t, on_expired);
+    sl__down_shutdown_all(hw, true);
+}
+
+static void worker_start(void *data, sl_worker_t *w)
+{
+    sl_http_service_t *svc = data;
+    sl_http_worker_t *hw = sl_xcalloc(1, sizeof(*hw));
+    hw->svc = svc;
+    hw->worker = w;
+    hw->loop = sl_worker_loop(w);
+    hw->pool = sl__pool_new(hw, svc->pool_size);
+    svc->workers[sl_worker_id(w)] = hw;
+    sl_shutdown_watch_t *watch = sl_worker_shutdown_watch(w);
+    sl_shutdown_subscribe(watch, &hw->on_shutdown, on_shutdown);
+    sl_shutdown_subscribe_expired(watch, &hw->on_expired, on_expired);
+}
+
+static void worker_stop(void *data, sl_worker_t *w)
+{
+    sl_http_service_t *svc = data;
+    sl_http_worker_t *hw = svc->workers[sl_worker_id(w)];
+    if (!hw)
+        return;
+    sl_shutdown_unsubscribe(&hw->on_shutdown);
+    sl_shutdown_unsubscribe(&hw->on_expired);
+    hw->shutting_down = true;
+    sl__down_shutdown_all(hw, true);
+    sl__pool_free(hw->pool);
+    hw->pool = NULL;
+    /* Connections and pooled upstreams close asynchronously; buffers they return after this
+     * point are freed rather than pooled (see sl__iobuf_put with hw->free_bufs == NULL). */
+    for (size_t i = 0; i < hw->n_free_bufs; i++)
+        free(hw->free_bufs[i]);
+    free(hw->free_bufs);
+    hw->free_bufs = NULL;
+    hw->n_free_bufs = 0;
+    hw->stopped = true;
+    while (hw->free_sessions) {
+        sl_session_t *s = hw->free_sessions;
+        hw->free_sessions = s->next_free;
+        free(s);
+    }
+    hw->n_free_sessions = 0;
+}
+
+static void process_new(void *data, sl_stream_t *stream, sl_shutdown_watch_t *shutdown)
+{
+    sl__down_new(data, stream);
+}
+
+static void service_free(void *data)
+{
+    sl_http_service_t *svc = data;
+    for (size_t i = 0; i < svc->n_workers; i++)
+        free(svc->workers[i]);
+    free(svc->workers);
+    free(svc);
+}
+
+sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_proxy_hooks_t *hooks,
+                                        void *app)
+{
+    sl_http_service_t *svc = sl_xcalloc(1, sizeof(*svc));
+    svc->hooks = *hooks;
+    svc->app = app;
+    svc->pool_size = conf ? conf->upstream_keepalive_pool_size : 128;
+    svc->max_retries = conf ? conf->max_retries : 16;
+    svc->n_workers = conf && conf->threads > 0 ? (size_t)conf->threads : 1;
+    svc->workers = sl_xcalloc(svc->n_workers, sizeof(*svc->workers));
+    sl_http_options_t *o = &svc->opts;
+    o->max_request_line = 8192;
+    o->max_header_size = 32768;
+    o->max_headers = 100;
+    o->header_timeout_ms = 10000;
+    o->body_timeout_ms = 60000;
+    o->keepalive_timeout_ms = 60000;
+    o->max_requests_per_conn = 0;
+    o->add_forwarded_headers = true;
+    o->error_format = "json";
+    static const sl_server_app_t app_vt = {
+        .process_new = process_new,
+        .worker_start = worker_start,
+        .worker_stop = worker_stop,
+        .free = service_free,
+    };
+    svc->service = sl_listening_service_new("http-proxy", &app_vt, svc);
+    return svc->service;
+}
+
+sl_http_options_t *sl_http_proxy_options(sl_service_t *service)
+{
+    sl_http_service_t *svc = sl_service_app_data(service);
+    return &svc->opts;
+}

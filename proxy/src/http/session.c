@@ -1,0 +1,1087 @@
+/* The proxy session: one request's journey through Pingora's hooks, from the client's header
+ * to the last byte of the response. Every state change happens in advance()/state_result();
+ * events from the two connections (connected, body pieces, writes done, errors) feed it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "http/proxy_impl.h"
+#include "util/mem.h"
+
+#define SL_LOG_TAG "proxy"
+#include "sluice/log.h"
+
+static void advance(sl_session_t *s);
+static bool state_result(sl_session_t *s, int rc);
+static void fail(sl_session_t *s, int err);
+static void abort_session(sl_session_t *s, int err);
+static void finish(sl_session_t *s);
+static void prepare_response_head(sl_session_t *s);
+
+static const char *const state_names[] = {
+    "early_request_filter", "request_filter", "upstream_peer", "connect", "connecting",
+    "connected_to_upstream", "upstream_request_filter", "send_request", "proxying",
+    "upstream_response_filter", "response_filter", "response_body", "failing", "responding",
+    "done",
+};
+
+static void set_state(sl_session_t *s, sess_state_t st)
+{
+    SL_TRACE("session %p: %s -> %s", (void *)s, state_names[s->state], state_names[st]);
+    s->state = st;
+}
+
+/* ---- allocation -------------------------------------------------------------------------- */
+
+static sl_session_t *session_alloc(h1_down_t *d)
+{
+    sl_http_worker_t *hw = d->hw;
+    sl_session_t *s = hw->free_sessions;
+    if (s) {
+        hw->free_sessions = s->next_free;
+        hw->n_free_sessions--;
+    } else {
+        s = sl_xmalloc(sizeof(*s));
+    }
+    /* Everything before the arena is per-request state; the arena keeps its first block. */
+    memset(s, 0, offsetof(sl_session_t, arena));
+    sl__arena_init(&s->arena);
+    s->svc = d->svc;
+    s->hw = hw;
+    s->down = d;
+    s->start_ms = uv_now(hw->loop);
+    return s;
+}
+
+void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
+{
+    if (!s)
+        return;
+    if (s->state != SS_DONE) {
+        /* Torn down from outside (connection closed under us): hooks still get logging. */
+        if (s->up) {
+            sl__up_release(s->up, false);
+            s->up = NULL;
+        }
+        if (s->ctx_made) {
+            if (s->svc->hooks.logging)
+                s->svc->hooks.logging(s, s->ctx, s->error ? s->error : SL_EDOWNSTREAM_CLOSED);
+            if (s->svc->hooks.free_ctx)
+                s->svc->hooks.free_ctx(s, s->ctx);
+        }
+        s->state = SS_DONE;
+    }
+    sl__arena_reset(&s->arena);
+    if (!hw->stopped && hw->n_free_sessions < 64) {
+        s->next_free = hw->free_sessions;
+        hw->free_sessions = s;
+        hw->n_free_sessions++;
+    } else {
+        free(s);
+    }
+}
+
+/* ---- the request ------------------------------------------------------------------------- */
+
+static bool is_hop_by_hop(sl_str_t name)
+{
+    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
+                                      "transfer-encoding", "te", "upgrade", "trailer",
+                                      "proxy-authenticate", NULL};
+    for (const char *const *h = hop; *h; h++)
+        if (sl_str_ieq_cstr(name, *h))
+            return true;
+    return false;
+}
+
+/* Builds the client's request from the parser's offsets. Returns 0 or SL_EPARSE (a request the
+ * spec says to reject: no Host in HTTP/1.1, two Hosts, a bad target). */
+static int build_request(sl_session_t *s)
+{
+    h1_down_t *d = s->down;
+    const char *base = d->in.data + d->msg_start;
+    sl_request_header_t *r = &s->req;
+    r->method = (sl_str_t){base + d->method_off, d->method_len};
+    r->uri = (sl_str_t){base + d->url_off, d->url_len};
+    r->version = d->parser.http_major == 1 && d->parser.http_minor == 0 ? 10 : 11;
+    if (d->parser.http_major != 1)
+        return SL_EPARSE;
+    r->headers.arena = &s->arena;
+    r->headers.n = r->headers.cap = d->n_hdrs;
+    r->headers.items = sl_arena_alloc(&s->arena, (d->n_hdrs ? d->n_hdrs : 1) * sizeof(sl_header_t));
+    size_t hosts = 0;
+    for (size_t i = 0; i < d->n_hdrs; i++) {
+        const hdr_off_t *h = &d->hdrs[i];
+        const char *v = base + h->val_off;
+        size_t vl = h->val_len;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
+        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
+        r->headers.items[i].value = (sl_str_t){v, vl};
+        if (sl_str_ieq_cstr(r->headers.items[i].name, "host"))
+            hosts++;
+    }
+    if (hosts > 1 || (hosts == 0 && r->version == 11))
+        return SL_EPARSE;
+    /* Absolute form ("GET http://host/path"): the authority becomes Host. */
+    if (r->uri.len && r->uri.ptr[0] != '/') {
+        sl_str_t u = r->uri;
+        size_t skip = sl_str_starts_with(u, "http://") ? 7 : sl_str_starts_with(u, "https://") ? 8 : 0;
+        if (!skip) {
+            if (!(u.len == 1 && u.ptr[0] == '*'))
+                return SL_EPARSE;
+        } else {
+            const char *auth = u.ptr + skip;
+            const char *end = u.ptr + u.len;
+            const char *path = memchr(auth, '/', (size_t)(end - auth));
+            const char *q = memchr(auth, '?', (size_t)(end - auth));
+            if (q && (!path || q < path))
+                path = q;
+            size_t alen = (size_t)((path ? path : end) - auth);
+            if (alen == 0)
+                return SL_EPARSE;
+            sl_headers_set_n(&r->headers, "Host", 4, auth, alen);
+            if (!path)
+                r->uri = SL_STR("/");
+            else if (*path == '?')
+                r->uri = (sl_str_t){sl_arena_printf(&s->arena, "/%.*s", (int)(end - path), path),
+                                    (size_t)(end - path) + 1};
+            else
+                r->uri = (sl_str_t){path, (size_t)(end - path)};
+        }
+    }
+    uint64_t flags = d->parser.flags;
+    if (flags & F_CHUNKED) {
+        s->req_body = BODY_CHUNKED;
+    } else if ((flags & F_CONTENT_LENGTH) && d->parser.content_length) {
+        s->req_body = BODY_LENGTH;
+        s->req_content_length = d->parser.content_length;
+    } else {
+        s->req_body = BODY_NONE;
+        s->req_body_done = true;
+    }
+    s->head = sl_str_eq(r->method, SL_STR("HEAD"));
+    s->client_wants_close = !llhttp_should_keep_alive(&d->parser);
+    s->expect_continue = s->req_body != BODY_NONE && r->version == 11 &&
+                         sl_headers_has_token(&r->headers, "expect", "100-continue");
+    return 0;
+}
+
+sl_session_t *sl__session_start(h1_down_t *d)
+{
+    sl_session_t *s = session_alloc(d);
+    d->session = s;
+    int rc = build_request(s);
+    if (rc) {
+        s->req.version = 11;
+        d->close_after = true;
+        fail(s, rc);
+        return d->session;
+    }
+    if (sl_str_eq(s->req.method, SL_STR("CONNECT"))) {
+        d->close_after = true;
+        sl_session_respond_error(s, 405, "CONNECT is not supported here");
+        return d->session;
+    }
+    const sl_proxy_hooks_t *h = &s->svc->hooks;
+    s->ctx = h->new_ctx ? h->new_ctx(s) : NULL;
+    s->ctx_made = true;
+    set_state(s, SS_EARLY_FILTER);
+    advance(s);
+    return d->session;
+}
+
+void sl__session_reject(h1_down_t *d, int err)
+{
+    sl_session_t *s = session_alloc(d);
+    d->session = s;
+    d->state = DOWN_ACTIVE;
+    d->close_after = true;
+    s->req.version = 11;
+    s->req.method = SL_STR("GET");
+    s->req.headers.arena = &s->arena;
+    s->req_body_done = false;
+    fail(s, err);
+}
+
+/* ---- hooks ------------------------------------------------------------------------------- */
+
+/* Calls a hook; a hook that resumes itself before returning SL_PENDING counts as finished. */
+#define CALL_HOOK(s, expr)                                                                         \
+    ({                                                                                             \
+        (s)->in_hook = true;                                                                       \
+        (s)->resumed = false;                                                                      \
+        int rc_ = (expr);                                                                          \
+        (s)->in_hook = false;                                                                      \
+        if (rc_ == SL_PENDING && (s)->resumed)                                                     \
+            rc_ = (s)->resumed_rc;                                                                 \
+        (s)->pending = rc_ == SL_PENDING;                                                          \
+        rc_;                                                                                       \
+    })
+
+static void build_upstream_request(sl_session_t *s)
+{
+    const sl_request_header_t *r = &s->req;
+    sl_request_header_t *u = &s->up_req;
+    u->method = r->method;
+    u->uri = r->uri;
+    u->version = 11;
+    u->headers.arena = &s->arena;
+    u->headers.cap = r->headers.n + 4;
+    u->headers.items = sl_arena_alloc(&s->arena, u->headers.cap * sizeof(sl_header_t));
+    u->headers.n = 0;
+    const sl_str_t *conn = sl_headers_get(&r->headers, "connection");
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const sl_header_t *h = &r->headers.items[i];
+        if (is_hop_by_hop(h->name) || sl_str_ieq_cstr(h->name, "expect"))
+            continue;
+        /* Headers the client named in Connection are hop-by-hop too. */
+        if (conn && sl__str_has_token(*conn, h->name))
+            continue;
+        u->headers.items[u->headers.n++] = *h;
+    }
+    if (!sl_headers_get(&u->headers, "host")) {
+        /* HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams need one. */
+        char addr[300];
+        sl_peer_addr_str(&s->peer, addr, sizeof(addr));
+        sl_headers_set(&u->headers, "Host", s->peer.sni[0] ? s->peer.sni : addr);
+    }
+    if (s->svc->opts.add_forwarded_headers) {
+        const char *ip = s->down->peer_ip;
+        const sl_str_t *xff = sl_headers_get(&u->headers, "x-forwarded-for");
+        if (xff) {
+            char *v = sl_arena_printf(&s->arena, "%.*s, %s", (int)xff->len, xff->ptr, ip);
+            sl_headers_set(&u->headers, "X-Forwarded-For", v);
+        } else {
+            sl_headers_add(&u->headers, "X-Forwarded-For", ip);
+        }
+        sl_headers_set(&u->headers, "X-Forwarded-Proto", sl_session_is_tls(s) ? "https" : "http");
+        const sl_str_t *host = sl_headers_get(&r->headers, "host");
+        if (host)
+            sl_headers_set_n(&u->headers, "X-Forwarded-Host", 16, host->ptr, host->len);
+    }
+}
+
+static uv_buf_t crlf(void)
+{
+    return uv_buf_init((char *)"\r\n", 2);
+}
+
+/* Frames request body pieces for the upstream and writes them. */
+static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end)
+{
+    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    unsigned k = 0;
+    bool chunked = s->up_req_chunked;
+    bool refs_down = false;
+    for (size_t i = 0; i < n; i++) {
+        sl_body_t body = {iov[i].base, iov[i].len};
+        if (s->svc->hooks.request_body_filter) {
+            int rc = s->svc->hooks.request_body_filter(s, s->ctx, &body, end && i == n - 1);
+            if (rc < 0)
+                return rc;
+        }
+        if (!body.len)
+            continue;
+        if (body.data >= s->down->in.data && body.data < s->down->in.data + s->down->in.cap)
+            refs_down = true;
+        if (chunked)
+            out[k++] = sl__h1_chunk_header(&s->arena, body.len);
+        out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
+        if (chunked)
+            out[k++] = crlf();
+    }
+    if (n == 0 && end && s->svc->hooks.request_body_filter) {
+        sl_body_t body = {NULL, 0};
+        int rc = s->svc->hooks.request_body_filter(s, s->ctx, &body, true);
+        if (rc < 0)
+            return rc;
+        if (body.len) {
+            if (chunked)
+                out[k++] = sl__h1_chunk_header(&s->arena, body.len);
+            out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
+            if (chunked)
+                out[k++] = crlf();
+        }
+    }
+    if (end && chunked) {
+        sl_headers_t *t = &s->down->trailers;
+        if (t->n) {
+            size_t len = 3;
+            for (size_t i = 0; i < t->n; i++)
+                len += t->items[i].name.len + t->items[i].value.len + 4;
+            char *buf = sl_arena_alloc(&s->arena, len + 2), *p = buf;
+            memcpy(p, "0\r\n", 3);
+            p += 3;
+            for (size_t i = 0; i < t->n; i++) {
+                memcpy(p, t->items[i].name.ptr, t->items[i].name.len);
+                p += t->items[i].name.len;
+                *p++ = ':';
+                *p++ = ' ';
+                memcpy(p, t->items[i].value.ptr, t->items[i].value.len);
+                p += t->items[i].value.len;
+                *p++ = '\r';
+                *p++ = '\n';
+            }
+            *p++ = '\r';
+            *p++ = '\n';
+            out[k++] = uv_buf_init(buf, (unsigned)(p - buf));
+        } else {
+            out[k++] = uv_buf_init((char *)"0\r\n\r\n", 5);
+        }
+    }
+    if (k == 0)
+        return 0;
+    int tag = refs_down ? WTAG_DOWN_BUF : WTAG_NONE;
+    int rc = sl__up_write(s->up, out, k, tag);
+    if (rc == 0 && refs_down)
+        s->down->in.refs++;
+    return rc;
+}
+
+/* The upstream is ready: send the request head (and any body already buffered). */
+static int send_request(sl_session_t *s)
+{
+    sl_request_header_t *u = &s->up_req;
+    sl_headers_remove(&u->headers, "transfer-encoding");
+    s->up_req_chunked = false;
+    if (s->req_body == BODY_CHUNKED) {
+        sl_headers_remove(&u->headers, "content-length");
+        sl_headers_add(&u->headers, "Transfer-Encoding", "chunked");
+        s->up_req_chunked = true;
+    } else if (s->req_body == BODY_LENGTH && !sl_headers_get(&u->headers, "content-length")) {
+        /* A filter removed the length (it changes the body): frame it with chunks. */
+        sl_headers_add(&u->headers, "Transfer-Encoding", "chunked");
+        s->up_req_chunked = true;
+    }
+    uv_buf_t head = sl__h1_serialize_request(&s->arena, u);
+    int rc = sl__up_write(s->up, &head, 1, WTAG_NONE);
+    if (rc)
+        return rc;
+    if (s->expect_continue && !s->req_body_done && s->down->in.parsed == s->down->in.len) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+        if (sl__down_write(s->down, &b, 1, WTAG_NONE) == 0)
+            s->sent_continue = true;
+    }
+    sl__up_start_response(s->up);
+    return 0;
+}
+
+/* Runs the current state's action; SL_PENDING means an event will call state_result. */
+static int run_state(sl_session_t *s)
+{
+    const sl_proxy_hooks_t *h = &s->svc->hooks;
+    switch (s->state) {
+    case SS_EARLY_FILTER:
+        return h->early_request_filter ? CALL_HOOK(s, h->early_request_filter(s, s->ctx)) : 0;
+    case SS_REQUEST_FILTER:
+        return h->request_filter ? CALL_HOOK(s, h->request_filter(s, s->ctx)) : 0;
+    case SS_UPSTREAM_PEER:
+        sl_peer_init(&s->peer);
+        if (!h->upstream_peer)
+            return sl_session_error(s, "no upstream_peer hook");
+        return CALL_HOOK(s, h->upstream_peer(s, s->ctx, &s->peer));
+    case SS_CONNECT: {
+        h1_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer);
+        if (u) {
+            s->up = u;
+            u->session = s;
+            s->reused = true;
+            return 0;
+        }
+        s->reused = false;
+        set_state(s, SS_CONNECTING);
+        sl__up_connect(s);
+        return SL_PENDING;
+    }
+    case SS_CONNECTED_HOOK:
+        if (!h->connected_to_upstream)
+            return 0;
+        return CALL_HOOK(s, h->connected_to_upstream(s, s->ctx, s->reused, &s->peer,
+                                                     sl_stream_fileno(s->up->stream)));
+    case SS_UP_REQUEST_FILTER:
+        build_upstream_request(s);
+        return h->upstream_request_filter
+                   ? CALL_HOOK(s, h->upstream_request_filter(s, s->ctx, &s->up_req))
+                   : 0;
+    case SS_SEND_REQUEST:
+        return send_request(s);
+    case SS_UP_RESPONSE_FILTER:
+        return h->upstream_response_filter
+                   ? CALL_HOOK(s, h->upstream_response_filter(s, s->ctx, &s->up_resp))
+                   : 0;
+    case SS_RESPONSE_FILTER:
+        return h->response_filter ? CALL_HOOK(s, h->response_filter(s, s->ctx, &s->up_resp)) : 0;
+    default:
+        return SL_PENDING;
+    }
+}
+
+static void advance(sl_session_t *s)
+{
+    for (;;) {
+        int rc = run_state(s);
+        if (rc == SL_PENDING)
+            return; /* a hook (s->pending) or an I/O event continues */
+        if (!state_result(s, rc))
+            return;
+    }
+}
+
+/* Handles what the current state returned and picks the next state. Returns false when the
+ * session must stop here (it answered, failed, or waits for an event). */
+static bool state_result(sl_session_t *s, int rc)
+{
+    if (s->deferred_err) {
+        /* The client went away or the upstream failed while a hook was pending. */
+        int err = s->deferred_err;
+        s->deferred_err = 0;
+        abort_session(s, err);
+        return false;
+    }
+    if (rc < 0) {
+        fail(s, rc);
+        return false;
+    }
+    if (s->state == SS_RESPONDING || s->resp_header_sent)
+        return false; /* a hook answered the client itself */
+    switch (s->state) {
+    case SS_EARLY_FILTER:
+        if (rc == SL_DONE)
+            return false;
+        set_state(s, SS_REQUEST_FILTER);
+        return true;
+    case SS_REQUEST_FILTER:
+        if (rc == SL_DONE)
+            return false;
+        set_state(s, SS_UPSTREAM_PEER);
+        return true;
+    case SS_UPSTREAM_PEER:
+        if (s->peer.addr_len == 0) {
+            fail(s, sl_session_error(s, "upstream_peer returned no address"));
+            return false;
+        }
+        s->have_peer = true;
+        set_state(s, SS_CONNECT);
+        return true;
+    case SS_CONNECT:
+        set_state(s, SS_CONNECTED_HOOK);
+        return true;
+    case SS_CONNECTED_HOOK:
+        set_state(s, SS_UP_REQUEST_FILTER);
+        return true;
+    case SS_UP_REQUEST_FILTER:
+        set_state(s, SS_SEND_REQUEST);
+        return true;
+    case SS_SEND_REQUEST:
+        set_state(s, SS_PROXYING);
+        /* The body may flow now: parse what the client already sent, read the rest. */
+        sl__down_resume_body(s->down);
+        return false;
+    case SS_UP_RESPONSE_FILTER:
+        set_state(s, SS_RESPONSE_FILTER);
+        return true;
+    case SS_RESPONSE_FILTER:
+        set_state(s, SS_RESPONSE_BODY);
+        prepare_response_head(s);
+        /* Parse on: body bytes already here go out with the head in one write. */
+        sl__up_resume_reading(s->up);
+        return false;
+    default:
+        return false;
+    }
+}
+
+void sl_session_resume(sl_session_t *s, int rc)
+{
+    if (s->in_hook) {
+        s->resumed = true;
+        s->resumed_rc = rc;
+        return;
+    }
+    if (!s->pending) {
+        SL_ERROR("sl_session_resume called on a session that is not waiting");
+        return;
+    }
+    s->pending = false;
+    if (state_result(s, rc))
+        advance(s);
+}
+
+/* ---- connecting ---------------------------------------------------------------------------- */
+
+void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err)
+{
+    if (err == 0) {
+        s->up = u;
+        set_state(s, SS_CONNECTED_HOOK);
+        advance(s);
+        return;
+    }
+    s->up = NULL;
+    char addr[300];
+    sl_peer_addr_str(&s->peer, addr, sizeof(addr));
+    SL_DEBUG("connect to %s failed: %s", addr, sl_strerror(err));
+    if (s->svc->hooks.fail_to_connect)
+        err = s->svc->hooks.fail_to_connect(s, s->ctx, &s->peer, err);
+    if (s->retry && s->retries < s->svc->max_retries && err < 0) {
+        s->retry = false;
+        s->retries++;
+        set_state(s, SS_UPSTREAM_PEER);
+        advance(s);
+        return;
+    }
+    SL_WARN("%s %.*s: cannot connect to upstream %s: %s", s->down->peer_ip, (int)s->req.uri.len,
+            s->req.uri.ptr, addr, sl_strerror(err));
+    fail(s, err < 0 ? err : SL_EINTERNAL);
+}
+
+/* ---- request body -------------------------------------------------------------------------- */
+
+void sl__session_on_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end)
+{
+    if (s->state == SS_DONE || s->state == SS_RESPONDING || s->state == SS_FAILING || !s->up) {
+        /* Nobody to send it to (we answered already): the body is dropped. */
+        if (end)
+            s->req_body_done = true;
+        return;
+    }
+    if (n)
+        s->req_body_started = true;
+    if (end)
+        s->req_body_done = true;
+    int rc = write_request_body(s, iov, n, end);
+    if (rc < 0)
+        fail(s, rc);
+}
+
+void sl__session_on_up_write_done(sl_session_t *s, int status, int tag)
+{
+    if (tag == WTAG_DOWN_BUF && s->down) {
+        if (--s->down->in.refs == 0)
+            sl__down_buffer_released(s->down);
+    }
+    if (status < 0 && status != UV_ECANCELED && s->state != SS_DONE)
+        sl__session_on_up_error(s, status);
+}
+
+/* ---- response ------------------------------------------------------------------------------ */
+
+void sl__session_on_response_header(sl_session_t *s)
+{
+    if (s->state == SS_DONE)
+        return;
+    if (s->state != SS_PROXYING) {
+        /* Still connecting hooks? Not possible: the request went first. Be safe. */
+        abort_session(s, SL_EINTERNAL);
+        return;
+    }
+    s->resp = &s->up_resp;
+    set_state(s, SS_UP_RESPONSE_FILTER);
+    advance(s);
+}
+
+/* Decides framing and connection handling for the client, and serializes the head. */
+static void prepare_response_head(sl_session_t *s)
+{
+    sl_response_header_t *r = &s->up_resp;
+    h1_down_t *d = s->down;
+    /* Hop-by-hop headers of the upstream's hop stay there. */
+    const sl_str_t *connp = sl_headers_get(&r->headers, "connection");
+    sl_str_t conn = connp ? *connp : (sl_str_t){NULL, 0}; /* the loop below overwrites items */
+    size_t w = 0;
+    for (size_t i = 0; i < r->headers.n; i++) {
+        const sl_header_t *h = &r->headers.items[i];
+        if (is_hop_by_hop(h->name) || (conn.len && sl__str_has_token(conn, h->name)))
+            continue;
+        r->headers.items[w++] = *h;
+    }
+    r->headers.n = w;
+    if (s->head || s->resp_body_up == BODY_NONE) {
+        s->resp_body_down = BODY_NONE;
+    } else if (s->resp_body_up == BODY_LENGTH && sl_headers_get(&r->headers, "content-length")) {
+        s->resp_body_down = BODY_LENGTH;
+    } else if (s->req.version >= 11) {
+        sl_headers_remove(&r->headers, "content-length");
+        sl_headers_add(&r->headers, "Transfer-Encoding", "chunked");
+        s->resp_body_down = BODY_CHUNKED;
+    } else {
+        sl_headers_remove(&r->headers, "content-length");
+        s->resp_body_down = BODY_CLOSE;
+        d->close_after = true;
+    }
+    if (s->client_wants_close || s->hw->shutting_down || !s->req_body_done)
+        d->close_after = true;
+    if (d->close_after)
+        sl_headers_add(&r->headers, "Connection", "close");
+    else if (s->req.version == 10)
+        sl_headers_add(&r->headers, "Connection", "keep-alive");
+    r->version = s->req.version == 10 ? 10 : 11;
+    s->status = r->status;
+    s->head_buf = sl__h1_serialize_response(&s->arena, r);
+    s->head_pending = true;
+}
+
+static int write_down(sl_session_t *s, uv_buf_t *out, unsigned k, bool refs_up)
+{
+    int rc = sl__down_write(s->down, out, k, refs_up ? WTAG_UP_BUF : WTAG_NONE);
+    if (rc == 0 && refs_up && s->up)
+        s->up->in.refs++;
+    return rc;
+}
+
+void sl__session_flush_head(sl_session_t *s)
+{
+    if (!s->head_pending || s->state == SS_DONE)
+        return;
+    s->head_pending = false;
+    s->resp_header_sent = true;
+    int rc = write_down(s, &s->head_buf, 1, false);
+    if (rc)
+        abort_session(s, rc);
+}
+
+static unsigned frame_trailers(sl_session_t *s, uv_buf_t *out)
+{
+    sl_headers_t *t = &s->up_trailers;
+    if (t->n && s->svc->hooks.response_trailer_filter) {
+        if (!t->arena)
+            t->arena = &s->arena;
+        s->svc->hooks.response_trailer_filter(s, s->ctx, t);
+    }
+    if (!t->n) {
+        out[0] = uv_buf_init((char *)"0\r\n\r\n", 5);
+        return 1;
+    }
+    size_t len = 5;
+    for (size_t i = 0; i < t->n; i++)
+        len += t->items[i].name.len + t->items[i].value.len + 4;
+    char *buf = sl_arena_alloc(&s->arena, len), *p = buf;
+    memcpy(p, "0\r\n", 3);
+    p += 3;
+    for (size_t i = 0; i < t->n; i++) {
+        memcpy(p, t->items[i].name.ptr, t->items[i].name.len);
+        p += t->items[i].name.len;
+        *p++ = ':';
+        *p++ = ' ';
+        memcpy(p, t->items[i].value.ptr, t->items[i].value.len);
+        p += t->items[i].value.len;
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p++ = '\r';
+    *p++ = '\n';
+    out[0] = uv_buf_init(buf, (unsigned)(p - buf));
+    return 1;
+}
+
+void sl__session_on_response_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end)
+{
+    if (s->state != SS_RESPONSE_BODY)
+        return;
+    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    unsigned k = 0;
+    bool refs_up = false;
+    const char *ub = s->up ? s->up->in.data : NULL;
+    size_t ucap = s->up ? s->up->in.cap : 0;
+    bool chunked = s->resp_body_down == BODY_CHUNKED;
+    bool nobody = s->resp_body_down == BODY_NONE;
+    size_t calls = n ? n : (end ? 1 : 0);
+    for (size_t i = 0; i < calls; i++) {
+        sl_body_t body = n ? (sl_body_t){iov[i].base, iov[i].len} : (sl_body_t){NULL, 0};
+        bool last = end && i == calls - 1;
+        if (s->svc->hooks.response_body_filter) {
+            int rc = s->svc->hooks.response_body_filter(s, s->ctx, &body, last);
+            if (rc < 0) {
+                if (!s->resp_header_sent) {
+                    s->head_pending = false;
+                    fail(s, rc);
+                } else {
+                    abort_session(s, rc);
+                }
+                return;
+            }
+        }
+        if (!body.len || nobody)
+            continue;
+        if (ub && body.data >= ub && body.data < ub + ucap)
+            refs_up = true;
+        if (chunked)
+            out[k++] = sl__h1_chunk_header(&s->arena, body.len);
+        out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
+        if (chunked)
+            out[k++] = crlf();
+        s->body_bytes_sent += body.len;
+    }
+    if (end) {
+        s->up_resp_done = true;
+        s->resp_done = true;
+        if (chunked)
+            k += frame_trailers(s, &out[k]);
+    }
+    uv_buf_t all[SL_MAX_BODY_IOV * 3 + 5];
+    unsigned m = 0;
+    if (s->head_pending) {
+        s->head_pending = false;
+        s->resp_header_sent = true;
+        all[m++] = s->head_buf;
+    }
+    memcpy(all + m, out, k * sizeof(uv_buf_t));
+    m += k;
+    if (m == 0) {
+        if (!end)
+            return;
+        /* Nothing to write but the response is over: an empty write completes it in order. */
+        all[m++] = uv_buf_init((char *)"", 0);
+    }
+    int rc = write_down(s, all, m, refs_up);
+    if (rc)
+        abort_session(s, rc);
+}
+
+void sl__session_on_down_write_done(sl_session_t *s, int status, int tag)
+{
+    if (tag == WTAG_UP_BUF && s->up) {
+        if (--s->up->in.refs == 0)
+            sl__up_buffer_released(s->up);
+    }
+    if (s->state == SS_DONE)
+        return;
+    if (status < 0) {
+        abort_session(s, status == UV_ECANCELED ? SL_EDOWNSTREAM_CLOSED : status);
+        return;
+    }
+    if (s->resp_done && s->down->write_pending == 0)
+        finish(s);
+}
+
+/* ---- errors -------------------------------------------------------------------------------- */
+
+void sl__session_on_up_error(sl_session_t *s, int err)
+{
+    if (s->state == SS_DONE)
+        return;
+    if (s->pending) {
+        s->deferred_err = err;
+        return;
+    }
+    h1_up_t *u = s->up;
+    if (!s->resp_header_sent && u && s->reused && !u->got_bytes && !s->req_body_started &&
+        s->retries < (s->svc->max_retries > 0 ? s->svc->max_retries : 1) &&
+        (err == SL_EUPSTREAM_CLOSED || err == UV_ECONNRESET || err == UV_EPIPE)) {
+        /* A pooled connection the upstream had closed: try a fresh one, nothing was lost. */
+        SL_DEBUG("reused upstream connection failed (%s); retrying on a new one",
+                 sl_strerror(err));
+        sl__up_release(u, false);
+        s->up = NULL;
+        s->retries++;
+        s->no_pool = true;
+        set_state(s, SS_CONNECT);
+        advance(s);
+        return;
+    }
+    if (s->resp_header_sent) {
+        SL_WARN("%s %.*s: upstream failed mid-response: %s; aborting the response",
+                s->down->peer_ip, (int)s->req.uri.len, s->req.uri.ptr, sl_strerror(err));
+        abort_session(s, err);
+        return;
+    }
+    s->head_pending = false;
+    SL_WARN("%s %.*s: upstream error: %s", s->down->peer_ip, (int)s->req.uri.len, s->req.uri.ptr,
+            sl_strerror(err));
+    fail(s, err);
+}
+
+void sl__session_on_down_error(sl_session_t *s, int err)
+{
+    if (s->state == SS_DONE)
+        return;
+    if (s->pending) {
+        s->deferred_err = err;
+        return;
+    }
+    if ((err == SL_EBODY_READ_TIMEOUT || err == SL_EHEADER_READ_TIMEOUT ||
+         err == SL_EHEADER_TOO_LARGE || err == SL_EPARSE || err == SL_EURI_TOO_LONG) &&
+        !s->resp_header_sent) {
+        s->down->close_after = true;
+        fail(s, err);
+        return;
+    }
+    abort_session(s, err);
+}
+
+static int default_error_response(sl_session_t *s, int err)
+{
+    int status = sl_session_error_status(s, err);
+    const char *msg = s->error_reason;
+    if (!msg) {
+        switch (status) {
+        case 502:
+            msg = (err == UV_ECONNREFUSED || err == UV_EHOSTUNREACH || err == UV_ENETUNREACH)
+                      ? "upstream connect failed"
+                      : sl_strerror(err);
+            break;
+        default:
+            msg = sl_strerror(err);
+        }
+    }
+    sl_session_respond_error(s, status, msg);
+    return status;
+}
+
+/* An error ended the request before any response went out: answer with an error response
+ * (fail_to_proxy's, or the default), then finish. Afterwards it can only abort. */
+static void fail(sl_session_t *s, int err)
+{
+    if (!s->error)
+        s->error = err;
+    if (s->resp_header_sent || s->state == SS_RESPONDING) {
+        abort_session(s, err);
+        return;
+    }
+    s->head_pending = false;
+    if (s->up) {
+        sl__up_release(s->up, false);
+        s->up = NULL;
+    }
+    if (!s->req_body_done)
+        s->down->close_after = true;
+    if (s->ctx_made && s->svc->hooks.fail_to_proxy) {
+        set_state(s, SS_FAILING); /* the hook may respond itself */
+        int status = s->svc->hooks.fail_to_proxy(s, s->ctx, err);
+        if (s->state != SS_RESPONDING)
+            sl_session_respond_error(s, status >= 400 && status < 600 ? status
+                                                                      : sl_session_error_status(s, err),
+                                     s->error_reason);
+    } else {
+        default_error_response(s, err);
+    }
+}
+
+static void end_hooks(sl_session_t *s)
+{
+    if (!s->ctx_made)
+        return;
+    s->ctx_made = false;
+    if (s->svc->hooks.logging)
+        s->svc->hooks.logging(s, s->ctx, s->error);
+    if (s->svc->hooks.free_ctx)
+        s->svc->hooks.free_ctx(s, s->ctx);
+}
+
+static void abort_session(sl_session_t *s, int err)
+{
+    if (s->state == SS_DONE)
+        return;
+    if (s->pending) {
+        s->deferred_err = err;
+        return;
+    }
+    if (!s->error)
+        s->error = err;
+    set_state(s, SS_DONE);
+    if (s->up) {
+        sl__up_release(s->up, false);
+        s->up = NULL;
+    }
+    end_hooks(s);
+    h1_down_t *d = s->down;
+    d->session = NULL;
+    sl__session_release(s->hw, s);
+    sl__down_abort(d);
+}
+
+static void finish(sl_session_t *s)
+{
+    set_state(s, SS_DONE);
+    if (s->up) {
+        bool reusable = s->up_resp_done && s->req_body_done && !s->error;
+        sl__up_release(s->up, reusable);
+        s->up = NULL;
+    }
+    if (!s->req_body_done)
+        s->down->close_after = true;
+    end_hooks(s);
+    sl__down_session_done(s->down);
+}
+
+/* ---- answering locally --------------------------------------------------------------------- */
+
+sl_response_header_t *sl_session_response_new(sl_session_t *s, int status)
+{
+    sl_response_header_t *r = sl_arena_alloc(&s->arena, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->status = status;
+    r->version = 11;
+    r->headers.arena = &s->arena;
+    return r;
+}
+
+int sl_session_respond_header(sl_session_t *s, sl_response_header_t *r, const void *body,
+                              size_t len)
+{
+    if (s->resp_header_sent || s->state == SS_RESPONDING || s->state == SS_DONE)
+        return SL_EINTERNAL;
+    h1_down_t *d = s->down;
+    s->head_pending = false;
+    if (!s->req_body_done || s->client_wants_close || s->hw->shutting_down)
+        d->close_after = true;
+    sl_headers_remove(&r->headers, "transfer-encoding");
+    sl_headers_remove(&r->headers, "connection");
+    bool nobody = s->head || r->status == 204 || r->status == 304 || r->status < 200;
+    if (!nobody || s->head) {
+        char cl[24];
+        snprintf(cl, sizeof(cl), "%zu", len);
+        sl_headers_set(&r->headers, "Content-Length", cl);
+    }
+    if (d->close_after)
+        sl_headers_add(&r->headers, "Connection", "close");
+    else if (s->req.version == 10)
+        sl_headers_add(&r->headers, "Connection", "keep-alive");
+    r->version = s->req.version == 10 ? 10 : 11;
+    s->resp = r;
+    s->status = r->status;
+    uv_buf_t out[2];
+    out[0] = sl__h1_serialize_response(&s->arena, r);
+    unsigned k = 1;
+    if (len && !nobody) {
+        /* The caller's memory may be on its stack: the arena copy outlives the write. */
+        out[k++] = uv_buf_init(sl_arena_strndup(&s->arena, body, len), (unsigned)len);
+        s->body_bytes_sent = len;
+    }
+    set_state(s, SS_RESPONDING);
+    s->resp_header_sent = true;
+    s->resp_done = true;
+    if (s->up) {
+        sl__up_release(s->up, false);
+        s->up = NULL;
+    }
+    int rc = sl__down_write(d, out, k, WTAG_NONE);
+    if (rc) {
+        s->resp_done = false;
+        set_state(s, SS_RESPONSE_BODY);
+        abort_session(s, rc);
+        return rc;
+    }
+    return 0;
+}
+
+int sl_session_respond(sl_session_t *s, int status, const char *content_type, const void *body,
+                       size_t len)
+{
+    sl_response_header_t *r = sl_session_response_new(s, status);
+    if (content_type)
+        sl_headers_add(&r->headers, "Content-Type", content_type);
+    return sl_session_respond_header(s, r, body, len);
+}
+
+int sl_session_respond_error(sl_session_t *s, int status, const char *message)
+{
+    const char *ctype;
+    size_t len;
+    const char *body = sl__error_body(&s->arena, s->svc->opts.error_format, status, message,
+                                      &ctype, &len);
+    sl_response_header_t *r = sl_session_response_new(s, status);
+    sl_headers_add(&r->headers, "Content-Type", ctype);
+    sl_headers_add(&r->headers, "Cache-Control", "private, no-store");
+    return sl_session_respond_header(s, r, body, len);
+}
+
+/* ---- accessors ------------------------------------------------------------------------------- */
+
+void *sl_session_app(sl_session_t *s)
+{
+    return s->svc->app;
+}
+
+sl_arena_t *sl_session_arena(sl_session_t *s)
+{
+    return &s->arena;
+}
+
+sl_request_header_t *sl_session_req(sl_session_t *s)
+{
+    return &s->req;
+}
+
+const sl_response_header_t *sl_session_resp(const sl_session_t *s)
+{
+    return s->resp;
+}
+
+const struct sockaddr_storage *sl_session_client_addr(const sl_session_t *s)
+{
+    return &s->down->peer;
+}
+
+const char *sl_session_client_ip(const sl_session_t *s)
+{
+    return s->down->peer_ip;
+}
+
+const sl_str_t *sl_session_req_header(sl_session_t *s, const char *name)
+{
+    return sl_headers_get(&s->req.headers, name);
+}
+
+bool sl_session_is_tls(const sl_session_t *s)
+{
+    return false;
+}
+
+sl_worker_t *sl_session_worker(sl_session_t *s)
+{
+    return s->hw->worker;
+}
+
+int sl_session_error(sl_session_t *s, const char *reason)
+{
+    s->error_reason = reason;
+    return SL_ECUSTOM;
+}
+
+const char *sl_session_error_reason(const sl_session_t *s)
+{
+    return s->error_reason;
+}
+
+int sl_session_error_status(const sl_session_t *s, int err)
+{
+    return sl_error_http_status(err);
+}
+
+void sl_session_set_retry(sl_session_t *s, bool retry)
+{
+    s->retry = retry;
+}
+
+int sl_session_retries(const sl_session_t *s)
+{
+    return s->retries;
+}
+
+int sl_session_status(const sl_session_t *s)
+{
+    return s->status;
+}
+
+bool sl_session_upstream_reused(const sl_session_t *s)
+{
+    return s->reused;
+}
+
+uint64_t sl_session_body_bytes_sent(const sl_session_t *s)
+{
+    return s->body_bytes_sent;
+}
+
+uint64_t sl_session_duration_ms(const sl_session_t *s)
+{
+    return uv_now(s->hw->loop) - s->start_ms;
+}
+
+const sl_peer_t *sl_session_peer(const sl_session_t *s)
+{
+    return s->have_peer ? &s->peer : NULL;
+}

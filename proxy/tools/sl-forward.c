@@ -1,0 +1,160 @@
+/* sl-forward: a minimal forwarding proxy on the engine, for tests and `make bench`.
+ *
+ *   sl-forward --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 [--threads N]
+ *              [--connect-timeout MS] [--read-timeout MS] [--write-timeout MS]
+ *              [--idle-timeout MS] [--header-timeout MS] [--body-timeout MS]
+ *              [--keepalive-timeout MS] [--max-header-size N] [--max-headers N]
+ *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SL_LOG_TAG "sl-forward"
+#include <sluice/sluice.h>
+
+typedef struct fwd {
+    const char *upstream;
+    long connect_ms, read_ms, write_ms, idle_ms;
+    bool log_requests;
+} fwd_t;
+
+static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
+{
+    fwd_t *f = sl_session_app(s);
+    int rc = sl_peer_new(peer, f->upstream, false, NULL);
+    if (f->connect_ms >= 0)
+        peer->options.connect_timeout_ms = (uint64_t)f->connect_ms;
+    if (f->read_ms >= 0)
+        peer->options.read_timeout_ms = (uint64_t)f->read_ms;
+    if (f->write_ms >= 0)
+        peer->options.write_timeout_ms = (uint64_t)f->write_ms;
+    if (f->idle_ms >= 0)
+        peer->options.idle_timeout_ms = (uint64_t)f->idle_ms;
+    return rc;
+}
+
+static int connected(sl_session_t *s, void *ctx, bool reused, const sl_peer_t *peer, int fd)
+{
+    fwd_t *f = sl_session_app(s);
+    if (f->log_requests)
+        SL_INFO("connected to upstream, reused=%s", reused ? "true" : "false");
+    return SL_CONTINUE;
+}
+
+static void logging(sl_session_t *s, void *ctx, int err)
+{
+    fwd_t *f = sl_session_app(s);
+    if (!f->log_requests)
+        return;
+    const sl_request_header_t *r = sl_session_req(s);
+    SL_INFO("%s %.*s %.*s -> %d err=%s bytes=%llu", sl_session_client_ip(s), (int)r->method.len,
+            r->method.ptr, (int)r->uri.len, r->uri.ptr, sl_session_status(s),
+            err ? sl_err_name(err) : "-", (unsigned long long)sl_session_body_bytes_sent(s));
+}
+
+static long num(const char *flag, const char *v)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || n < 0) {
+        fprintf(stderr, "sl-forward: %s needs a number, got '%s'\n", flag, v);
+        exit(2);
+    }
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    static fwd_t f = {.connect_ms = -1, .read_ms = -1, .write_ms = -1, .idle_ms = -1};
+    const char *listen = "127.0.0.1:8080";
+    long threads = 1, header_ms = -1, body_ms = -1, ka_ms = -1, max_hdr = -1, max_hdrs = -1;
+    long max_line = -1, pool = -1, retries = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--log-requests") == 0) {
+            f.log_requests = true;
+            continue;
+        }
+        if (!v) {
+            fprintf(stderr, "sl-forward: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--listen") == 0)
+            listen = v;
+        else if (strcmp(a, "--upstream") == 0)
+            f.upstream = v;
+        else if (strcmp(a, "--threads") == 0)
+            threads = num(a, v);
+        else if (strcmp(a, "--connect-timeout") == 0)
+            f.connect_ms = num(a, v);
+        else if (strcmp(a, "--read-timeout") == 0)
+            f.read_ms = num(a, v);
+        else if (strcmp(a, "--write-timeout") == 0)
+            f.write_ms = num(a, v);
+        else if (strcmp(a, "--idle-timeout") == 0)
+            f.idle_ms = num(a, v);
+        else if (strcmp(a, "--header-timeout") == 0)
+            header_ms = num(a, v);
+        else if (strcmp(a, "--body-timeout") == 0)
+            body_ms = num(a, v);
+        else if (strcmp(a, "--keepalive-timeout") == 0)
+            ka_ms = num(a, v);
+        else if (strcmp(a, "--max-header-size") == 0)
+            max_hdr = num(a, v);
+        else if (strcmp(a, "--max-headers") == 0)
+            max_hdrs = num(a, v);
+        else if (strcmp(a, "--max-request-line") == 0)
+            max_line = num(a, v);
+        else if (strcmp(a, "--pool-size") == 0)
+            pool = num(a, v);
+        else if (strcmp(a, "--retries") == 0)
+            retries = num(a, v);
+        else {
+            fprintf(stderr, "sl-forward: unknown argument %s\n", a);
+            return 2;
+        }
+    }
+    if (!f.upstream) {
+        fprintf(stderr, "usage: sl-forward --listen ADDR --upstream ADDR [options]\n");
+        return 2;
+    }
+    sl_opt_t opt = {0};
+    sl_server_conf_t conf;
+    sl_server_conf_init(&conf);
+    conf.threads = (int)threads;
+    conf.grace_period_seconds = 5;
+    if (pool >= 0)
+        conf.upstream_keepalive_pool_size = (size_t)pool;
+    if (retries >= 0)
+        conf.max_retries = (int)retries;
+    sl_server_t *server;
+    sl_server_new_with_conf(&opt, &conf, &server);
+    sl_server_conf_release(&conf);
+    static const sl_proxy_hooks_t hooks = {
+        .upstream_peer = upstream_peer,
+        .connected_to_upstream = connected,
+        .logging = logging,
+    };
+    sl_service_t *svc = sl_http_proxy_service_new(sl_server_conf(server), &hooks, &f);
+    sl_http_options_t *o = sl_http_proxy_options(svc);
+    if (header_ms >= 0)
+        o->header_timeout_ms = (uint64_t)header_ms;
+    if (body_ms >= 0)
+        o->body_timeout_ms = (uint64_t)body_ms;
+    if (ka_ms >= 0)
+        o->keepalive_timeout_ms = (uint64_t)ka_ms;
+    if (max_hdr >= 0)
+        o->max_header_size = (size_t)max_hdr;
+    if (max_hdrs >= 0)
+        o->max_headers = (size_t)max_hdrs;
+    if (max_line >= 0)
+        o->max_request_line = (size_t)max_line;
+    if (sl_service_add_listen(svc, listen) != 0) {
+        fprintf(stderr, "sl-forward: invalid listen address %s\n", listen);
+        return 2;
+    }
+    sl_server_add_service(server, svc);
+    return sl_server_run_forever(server);
+}
