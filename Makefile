@@ -39,7 +39,7 @@ ifeq ($(WERROR),1)
 WARN += -Werror
 endif
 
-CPPFLAGS := -D_GNU_SOURCE -Iproxy/include -Iproxy/src -I$(LLHTTP_INC) -MMD -MP
+CPPFLAGS := -D_GNU_SOURCE -DLLHTTP_STRICT_MODE=1 -Iproxy/include -Iproxy/src -I$(LLHTTP_INC) -MMD -MP
 CFLAGS   := -std=c11 $(OPT) -g -pthread $(WARN) $(SANFLAGS) $(PKG_CFLAGS)
 LDFLAGS  := -pthread $(SANFLAGS)
 LDLIBS    = $(PKG_LIBS) -lm
@@ -88,7 +88,7 @@ $(OBJ)/%.o: %.c $(FLAGS_STAMP)
 $(OBJ)/llhttp/%.o: $(LLHTTP_SRC)/%.c $(FLAGS_STAMP)
 	@mkdir -p $(@D)
 	@[ "$(V)" = 1 ] || echo "  CC      $<"
-	$(Q)$(CC) -I$(LLHTTP_INC) -std=c11 $(OPT) -g $(SANFLAGS) -w -c $< -o $@
+	$(Q)$(CC) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -std=c11 $(OPT) -g $(SANFLAGS) -w -c $< -o $@
 
 $(LIB): $(LIB_OBJS) $(LLHTTP_OBJS)
 	@mkdir -p $(@D)
@@ -165,3 +165,4 @@ check:
 
 clean:
 	rm -rf $(B)
+.SECONDARY:

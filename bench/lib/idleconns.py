@@ -102,7 +102,11 @@ def open_idle(host, port, n, concurrency=256, expect_body=None, timeout=60.0, re
     deadline = t0 + timeout
 
     def start_one():
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        except OSError as e:                  # EMFILE: RLIMIT_NOFILE too low for n
+            res._fail(f"socket: {errno.errorcode.get(e.errno, e.errno)}")
+            return
         s.setblocking(False)
         rc = s.connect_ex((host, port))
         if rc not in (0, errno.EINPROGRESS):

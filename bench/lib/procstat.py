@@ -105,10 +105,12 @@ def cpu_core_ticks():
     return out
 
 
-def core_usage(before, after, core, proxy_cpu_s, wall_s):
+def core_usage(before, after, core, own_cpu_s, wall_s):
     """How core `core` was used between two cpu_core_ticks() samples, in % of wall time:
-    busy (everything but idle/iowait), the proxy's own share, softirq, and `other` =
-    user + system time not accounted to the proxy (other processes: noise)."""
+    busy (everything but idle/iowait), `own` = the CPU seconds of the processes we put there
+    (own_cpu_s), softirq, and `other` = user + system time not accounted to them (noise).
+    Per-task and per-core accounting differ a little (softirq time may land in either), so
+    small values of `other` mean nothing."""
     if core not in before or core not in after or wall_s <= 0:
         return None
     d = {k: (after[core][k] - before[core][k]) / CLK_TCK for k in after[core]}
@@ -117,7 +119,7 @@ def core_usage(before, after, core, proxy_cpu_s, wall_s):
     task = d["user"] + d["nice"] + d["system"]
     return {
         "busy_pct": pct(busy),
-        "proxy_pct": pct(proxy_cpu_s) if proxy_cpu_s is not None else None,
+        "own_pct": pct(own_cpu_s),
         "softirq_pct": pct(d["softirq"] + d["irq"]),
-        "other_pct": pct(max(0.0, task - (proxy_cpu_s or 0.0))),
+        "other_pct": pct(max(0.0, task - own_cpu_s)),
     }

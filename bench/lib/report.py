@@ -104,12 +104,14 @@ def _ratio_lines(scenario, results, rat):
     for name in [n for n in results if n not in PEERS and n != "direct"]:
         r = results[name]
         if r.get("status") != "ok":
-            lines.append(f"  {name}: {r.get('status')}"
-                         + (f" ({r['note']})" if r.get("note") else "") + " - no ratios")
+            note = f" ({r['note']})" if r.get("note") and r.get("status") != "failed" else ""
+            lines.append(f"  {name}: {r.get('status')}{note} - no ratios")
             continue
         if not _clean(r):
             lines.append(f"  WARNING: {name} had {_errors(r):,} errors/non-2xx responses; "
                          "its speed is not comparable")
+        if not rat.get(name):
+            lines.append(f"  {name}: no clean peer (nginx, haproxy, h2o) in this run - no ratios")
         for key, label, better, fmt in METRICS[scenario]:
             x = rat.get(name, {}).get(key)
             if not x:

@@ -107,7 +107,9 @@ import argparse
 import base64
 import bisect
 import collections
+import gc
 import json
+import marshal
 import os
 import random
 import re
@@ -165,7 +167,7 @@ class ResourceType:
         self.fields = ("metadata.name", "metadata.namespace") + tuple(fields) \
             if namespaced else ("metadata.name",) + tuple(fields)
         self.categories = list(categories)
-        self.smp_keys = dict(SMP_COMMON_KEYS, **(smp_keys or {}))
+        self.smp_keys = {**SMP_COMMON_KEYS, **(smp_keys or {})}
         self.api_version = f"{group}/{version}" if group else version
         self.list_kind = kind + "List"
         self.qualified = f"{plural}.{group}" if group else plural  # as in error messages
@@ -237,12 +239,15 @@ def _rt_for_object(obj):
 # ---------------------------------------------------------------------------------------------
 
 def jcopy(o):
-    """A deep copy of JSON data (much faster than copy.deepcopy)."""
-    if isinstance(o, dict):
-        return {k: jcopy(v) for k, v in o.items()}
-    if isinstance(o, list):
-        return [jcopy(v) for v in o]
-    return o
+    """A deep copy of JSON data (marshal runs in C: much faster than copy.deepcopy)."""
+    try:
+        return marshal.loads(marshal.dumps(o))
+    except ValueError:  # not plain JSON data (e.g. a tuple inside): the slow way
+        if isinstance(o, dict):
+            return {k: jcopy(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [jcopy(v) for v in o]
+        return o
 
 
 _GO_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
@@ -931,7 +936,7 @@ class Stored:
         self.ns = md.get("namespace")
         self.name = md["name"]
         self.key = f"{self.ns}/{self.name}" if self.ns else self.name
-        self.rv = int(md["resourceVersion"])
+        self.rv = int(md.get("resourceVersion") or 0)
         self._full = None
         self._item = None
 
@@ -997,6 +1002,7 @@ class _WatchState:
         self.abrupt = False
         self.injected = collections.deque()
         self.started = time.time()
+        self.pos = 0
 
 
 class Store:
@@ -1006,7 +1012,8 @@ class Store:
     def __init__(self, history_limit=200_000, initial_rv=0):
         self.cond = threading.Condition(threading.RLock())
         self.rv = int(initial_rv)
-        self.compacted = int(initial_rv)   # events with rv <= compacted are gone
+        self.compacted = int(initial_rv)   # new watches/lists/continues need rv >= this
+        self.trimmed = int(initial_rv)     # events with rv <= trimmed are physically gone
         self.objects = {rt: {} for rt in RESOURCES}
         self.log = []                      # Event, rv ascending
         self.log_rvs = []
@@ -1056,14 +1063,16 @@ class Store:
                 self._snapshots.popitem(last=False)
             return snap
 
-    def wait_for_rv(self, rv, timeout=TOO_LARGE_RV_WAIT):
+    def wait_for_rv(self, rv, timeout=None):
+        """Waits (up to TOO_LARGE_RV_WAIT seconds) until the store reaches revision `rv`."""
         with self.cond:
-            return self.cond.wait_for(lambda: self.rv >= rv, timeout)
+            return self.cond.wait_for(lambda: self.rv >= rv,
+                                      TOO_LARGE_RV_WAIT if timeout is None else timeout)
 
     def events_after(self, rv):
-        """Events with rv > `rv`, or None when some of them were compacted away."""
+        """Events with rv > `rv`, or None when some of them were trimmed away."""
         with self.cond:
-            if rv < self.compacted:
+            if rv < self.trimmed:
                 return None
             i = bisect.bisect_right(self.log_rvs, rv)
             return self.log[i:]
@@ -1074,7 +1083,11 @@ class Store:
         self.rv += 1
         rv = self.rv
         if type_ == "DELETED":
-            stored = prev.with_rv(rv)
+            if obj is None:
+                stored = prev.with_rv(rv)
+            else:
+                obj["metadata"]["resourceVersion"] = str(rv)
+                stored = Stored(_canonical(rt, obj))
             del self.objects[rt][prev.key]
         else:
             obj["metadata"]["resourceVersion"] = str(rv)
@@ -1084,18 +1097,28 @@ class Store:
         self.log.append(ev)
         self.log_rvs.append(rv)
         if self.history_limit and len(self.log) > self.history_limit * 1.1:
-            self._compact_to(self.log[len(self.log) - self.history_limit - 1].rv)
+            self._compact_to(self.log[len(self.log) - self.history_limit - 1].rv, protect=False)
         self.cond.notify_all()
         return ev
 
-    def _compact_to(self, rv):
+    def _compact_to(self, rv, protect=True):
+        """Compacts to `rv`: new watches, lists and continue tokens older than it get 410.
+        With `protect`, events that open watches have yet to deliver are kept for them (a
+        compaction does not break a watch that is already running); without, watches that
+        fall behind are closed, as the real cacher closes unresponsive watchers."""
         rv = min(int(rv), self.rv)
         if rv <= self.compacted:
             return self.compacted
-        i = bisect.bisect_right(self.log_rvs, rv)
-        del self.log[:i]
-        del self.log_rvs[:i]
         self.compacted = rv
+        trim = rv
+        if protect:
+            for w in self.watches:
+                trim = min(trim, w.pos)
+        if trim > self.trimmed:
+            i = bisect.bisect_right(self.log_rvs, trim)
+            del self.log[:i]
+            del self.log_rvs[:i]
+            self.trimmed = trim
         for ck in [k for k in self._snapshots if k[2] < rv]:
             del self._snapshots[ck]
         self.cond.notify_all()
@@ -1239,11 +1262,10 @@ class Store:
             self._default(rt, obj)
             self._validate(rt, obj)
             if dry_run:
-                md["resourceVersion"] = ""
-                return Stored(_canonical(rt, dict(obj, metadata=dict(md, resourceVersion="0"))))
+                return Stored(_canonical(rt, obj))
             return self._commit(rt, "ADDED", obj, None).stored
 
-    def update(self, rt, ns, name, body, subresource=None, dry_run=False, force_rv=None):
+    def update(self, rt, ns, name, body, subresource=None, dry_run=False):
         """PUT.  Returns (Stored, created)."""
         self._check_body(rt, body, ns, name)
         with self.cond:
@@ -1255,8 +1277,6 @@ class Store:
                     return self.create(rt, ns, b, dry_run), True
                 raise APIError.not_found(rt, name)
             want_rv = (body.get("metadata") or {}).get("resourceVersion")
-            if force_rv is not None:
-                want_rv = force_rv
             if want_rv not in (None, "") and str(want_rv) != old.obj["metadata"]["resourceVersion"]:
                 raise APIError.conflict(rt, name)
             want_uid = (body.get("metadata") or {}).get("uid")
@@ -1289,7 +1309,6 @@ class Store:
                 md["namespace"] = omd["namespace"]
             md.pop("managedFields", None)
             md.pop("selfLink", None)
-            md.pop("generateName", None) if "generateName" not in omd else None
             if rt.status:
                 if "status" in oldobj:
                     obj["status"] = jcopy(oldobj["status"])
@@ -1316,9 +1335,8 @@ class Store:
         if dry_run:
             return Stored(_canonical(rt, obj))
         if md.get("deletionTimestamp") and not md.get("finalizers"):
-            self._commit(rt, "MODIFIED", obj, old)
-            cur = self.objects[rt][old.key]
-            return self._commit(rt, "DELETED", None, cur).stored
+            # the last finalizer is gone: the update becomes the deletion (one DELETED event)
+            return self._commit(rt, "DELETED", obj, old).stored
         return self._commit(rt, "MODIFIED", obj, old).stored
 
     def patch(self, rt, ns, name, ctype, patch, subresource=None, dry_run=False,
@@ -1357,10 +1375,10 @@ class Store:
                     new = json_patch(old.obj, patch)
                 else:
                     raise APIError(415, "UnsupportedMediaType",
-                                   f"the body of the request was in an unknown format - "
-                                   f"accepted media types include: application/json-patch+json, "
-                                   f"application/merge-patch+json, application/apply-patch+yaml, "
-                                   f"application/strategic-merge-patch+json")
+                                   "the body of the request was in an unknown format - "
+                                   "accepted media types include: application/json-patch+json, "
+                                   "application/merge-patch+json, application/apply-patch+yaml, "
+                                   "application/strategic-merge-patch+json")
             if not isinstance(new, dict):
                 raise APIError.bad_request("the patched object is not an object")
             new = jcopy(new)
@@ -1545,8 +1563,7 @@ class Fault:
         self.reset = reset
 
     def matches(self, verb, rt):
-        return (self.verb in ("*", verb)) and (
-            self.resource is None or (rt is not None and resource_type(self.resource) is rt))
+        return self.verb in ("*", verb) and (self.resource is None or self.resource is rt)
 
     def error(self):
         reasons = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -1613,6 +1630,7 @@ class _Server(ThreadingHTTPServer):
 
     def get_request(self):
         sock, addr = self.socket.accept()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as Go does by default
         if self.ssl_ctx is not None:
             sock = self.ssl_ctx.wrap_socket(sock, server_side=True,
                                             do_handshake_on_connect=False)
@@ -1697,9 +1715,11 @@ class _Handler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        if self.command != "HEAD":             # headers and body in one write
+            self._headers_buffer.append(b"\r\n" + body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def _send_obj(self, code, obj, headers=None):
         self._send(code, go_json(obj) + b"\n", headers=headers)
@@ -1823,6 +1843,8 @@ class _Handler(BaseHTTPRequestHandler):
         if verb == "get":
             return self._send(200, store.get(rt, route.ns, route.name).full + b"\n")
         if verb == "create":
+            if rt.namespaced and route.ns is None:
+                raise _not_found_path()
             obj = self._decode(body)
             s = store.create(rt, route.ns, obj, dry)
             return self._send(201, s.full + b"\n")
@@ -1919,7 +1941,7 @@ class _Handler(BaseHTTPRequestHandler):
         send_state = initial if initial is not None else start == 0
         if timeout is None or timeout <= 0:
             m = api.min_request_timeout
-            timeout = random.uniform(m, 2 * m) if timeout is None else m
+            timeout = random.uniform(m, 2 * m)
         deadline = time.monotonic() + timeout
 
         error = None
@@ -1931,7 +1953,6 @@ class _Handler(BaseHTTPRequestHandler):
                     error = APIError.too_large_rv(start, store.rv)
             if error is None:
                 if send_state:
-                    pos = store.rv if start == 0 else max(start, store.rv)
                     keys, objs = store.snapshot(rt, store.rv)
                     state = [objs[k] for k in keys if filt.matches(objs[k])]
                     pos = store.rv
@@ -1944,6 +1965,7 @@ class _Handler(BaseHTTPRequestHandler):
                     pos = start
             w = _WatchState(rt, filt.ns, filt, self.connection, self.client_address)
             if error is None:
+                w.pos = pos
                 store.watches.add(w)
 
         chunked = self.request_version != "HTTP/1.0"
@@ -1996,15 +2018,12 @@ class _Handler(BaseHTTPRequestHandler):
                 with store.cond:
                     while True:
                         now = time.monotonic()
-                        if (w.cancelled or w.injected or now >= deadline or store.rv > pos or
-                                store.compacted > pos or (bookmarks and now >= next_bm)):
+                        if (w.cancelled or w.injected or store.rv > pos or
+                                store.trimmed > pos or now >= deadline or now >= next_check or
+                                (bookmarks and now >= next_bm)):
                             break
-                        wake = min(deadline, next_check)
-                        if bookmarks:
-                            wake = min(wake, next_bm)
+                        wake = min(deadline, next_check, next_bm if bookmarks else deadline)
                         store.cond.wait(max(0.0, wake - now))
-                        if time.monotonic() >= next_check:
-                            break
                     events = store.events_after(pos)
                     injected = list(w.injected)
                     w.injected.clear()
@@ -2021,6 +2040,7 @@ class _Handler(BaseHTTPRequestHandler):
                         if data is not None:
                             emit(data)
                     pos = ev.rv
+                w.pos = pos
                 now = time.monotonic()
                 if now >= deadline:
                     return
@@ -2212,14 +2232,17 @@ class KubeAPIServer:
     timeoutSeconds lasts 1-2x this), `anonymous` (requests without a token are
     system:anonymous instead of 401), `auto_namespace` (the direct-write helpers create missing
     namespaces; API requests always get 404 for them), `initial_rv`, `verbose` (log requests to
-    stderr), `user` (name in Forbidden messages).
+    stderr), `user` (name in Forbidden messages), `default_namespaces` (created at start),
+    `cert_dir` (where the CA and serving certificate are made or reused; default `state_dir`:
+    share one between servers to skip the openssl runs).
     """
 
     def __init__(self, host="127.0.0.1", port=0, tls=True, token="token", token_file=None,
                  state_dir=None, bookmark_interval=60.0, history_limit=200_000,
                  min_request_timeout=1800, anonymous=False, auto_namespace=True, initial_rv=0,
                  verbose=False, user="system:serviceaccount:sluice:sluice-watcher",
-                 default_namespaces=("default", "kube-system", "kube-public", "kube-node-lease")):
+                 default_namespaces=("default", "kube-system", "kube-public", "kube-node-lease"),
+                 cert_dir=None):
         self.host = host
         self.port = port
         self.tls = tls
@@ -2237,6 +2260,7 @@ class KubeAPIServer:
         self._own_state_dir = state_dir is None
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="kube-emulator-"))
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.cert_dir = Path(cert_dir) if cert_dir else self.state_dir
         self.ca_file = self.cert_file = self.key_file = None
         self._faults = []
         self._forbidden = []
@@ -2257,7 +2281,7 @@ class KubeAPIServer:
             return self
         ssl_ctx = None
         if self.tls:
-            self.ca_file, self.cert_file, self.key_file = make_certs(self.state_dir, [self.host])
+            self.ca_file, self.cert_file, self.key_file = make_certs(self.cert_dir, [self.host])
             ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ssl_ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ssl_ctx.load_cert_chain(self.cert_file, self.key_file)
@@ -2385,12 +2409,13 @@ class KubeAPIServer:
         if given is None and self.anonymous:
             if route.kind == "health" or route.doc == "version":
                 return
-            raise APIError(403, "Forbidden", f'forbidden: User "system:anonymous" cannot get '
-                                             f'path "{route.doc or "/"}"' if route.kind != "resource"
-                           else f'{route.rt.qualified} is forbidden: User "system:anonymous" '
-                                f'cannot access resource "{route.rt.plural}" in API group '
-                                f'"{route.rt.group}"',
-                           route.rt.details(route.name) if route.rt else None)
+            if route.kind == "resource":
+                raise APIError(403, "Forbidden",
+                               f'{route.rt.qualified} is forbidden: User "system:anonymous" '
+                               f'cannot access resource "{route.rt.plural}" in API group '
+                               f'"{route.rt.group}"', route.rt.details(route.name or ""))
+            raise APIError(403, "Forbidden", 'forbidden: User "system:anonymous" cannot get '
+                                             'this path')
         raise APIError(401, "Unauthorized", "Unauthorized")
 
     def forbid(self, verb="*", resource=None, namespace=None):
@@ -2481,7 +2506,7 @@ class KubeAPIServer:
             rt = rtype(rest[0])
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
-        if len(rest) > 3 or (watch_prefix and sub):
+        if len(rest) > 3 or (watch_prefix and sub) or (rt.namespaced and ns is None and name):
             raise _not_found_path()
         if sub == "finalize" and rt.kind == "Namespace":
             sub = "status"    # close enough: finalize writes spec.finalizers, unused here
@@ -2560,7 +2585,8 @@ class KubeAPIServer:
         if bad_line is not None and not bad_line.endswith(b"\n"):
             bad_line += b"\n"
         with self._lock:
-            self._faults.append(Fault(verb, resource, code if bad_line is None else None, count,
+            self._faults.append(Fault(verb, resource_type(resource) if resource else None,
+                                      code if bad_line is None else None, count,
                                       message, retry_after, delay, bad_line, reset))
 
     def clear_faults(self):
@@ -2672,10 +2698,18 @@ class KubeAPIServer:
         return jcopy(s.obj)
 
     def create_many(self, objs):
-        """Creates many objects under one lock (fast bulk loading); returns how many."""
+        """Creates many objects under one lock (fast bulk loading); returns how many.
+
+        After a large load the stored objects are moved out of the cyclic garbage collector's
+        reach (gc.freeze(), process-wide): with hundreds of thousands of dicts a full
+        collection would otherwise stall requests for a large fraction of a second."""
         with self.store.cond:
             for o in objs:
-                self.create(o)
+                rt = _rt_for_object(o)
+                self.store.create(rt, self._ns_of(rt, o), o, auto_namespace=self.auto_namespace)
+        if len(objs) >= 1000:
+            gc.collect()
+            gc.freeze()
         return len(objs)
 
     def update(self, obj, check_rv=False):
@@ -2720,11 +2754,9 @@ class KubeAPIServer:
     def delete(self, kind, namespace, name=None):
         """Deletes an object: delete("Ingress", "default", "web") or, for cluster-scoped kinds,
         delete("IngressClass", "sluice").  Returns its last state (None if it did not exist)."""
-        rt = resource_type(kind)
-        if name is None:
-            namespace, name = None, namespace
+        rt, namespace, name = self._locate(kind, namespace, name)
         try:
-            s, _ = self.store.delete(rt, namespace if rt.namespaced else None, name)
+            s, _ = self.store.delete(rt, namespace, name)
         except APIError as e:
             if e.code == 404:
                 return None
@@ -2733,12 +2765,19 @@ class KubeAPIServer:
 
     def get(self, kind, namespace, name=None):
         """An object as stored (None if absent): get("Service", "default", "web")."""
+        rt, namespace, name = self._locate(kind, namespace, name)
+        with self.store.cond:
+            s = self.store.current(rt, namespace, name)
+        return None if s is None else jcopy(s.obj)
+
+    @staticmethod
+    def _locate(kind, namespace, name):
         rt = resource_type(kind)
         if name is None:
             namespace, name = None, namespace
-        with self.store.cond:
-            s = self.store.current(rt, namespace if rt.namespaced else None, name)
-        return None if s is None else jcopy(s.obj)
+        if rt.namespaced and not namespace:
+            raise TypeError(f"{rt.kind} is namespaced: pass (kind, namespace, name)")
+        return rt, (namespace if rt.namespaced else None), name
 
     def list(self, kind, namespace=None, label_selector=""):
         """Current objects of a kind (in a namespace), in key order."""
@@ -2753,6 +2792,9 @@ class KubeAPIServer:
         objs = load_manifests(path)
         for o in objs:
             self.apply(o)
+        if len(objs) >= 1000:
+            gc.collect()
+            gc.freeze()
         return len(objs)
 
 
@@ -2774,7 +2816,8 @@ def main(argv=None):
                     "inject-watch-line,token,clear-faults} and GET /_emulator/stats.")
     ap.add_argument("--listen", default="127.0.0.1:6443", help="HOST:PORT (port 0: any)")
     ap.add_argument("--tls", action="store_true", help="serve HTTPS (CA in STATE_DIR/ca.crt)")
-    ap.add_argument("--token", help="accepted bearer token")
+    ap.add_argument("--token", help='accepted bearer token (default "token" unless '
+                                     '--token-file or --no-auth)')
     ap.add_argument("--token-file", help="file holding the accepted bearer token, re-read when "
                                          "it changes")
     ap.add_argument("--no-auth", action="store_true", help="accept requests without a token")
@@ -2815,7 +2858,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(0.5):
         pass
-    srv.stop()
+    srv.close()       # removes the state directory only when it was a temporary one
     print("kube-emulator: stopped", flush=True)
     return 0
 

@@ -52,8 +52,10 @@ int sl__iobuf_grow(sl_iobuf_t *b, size_t want, size_t max)
 {
     if (want <= b->cap)
         return 0;
-    if (want > max)
+    if (b->cap >= max)
         return SL_ETOOLARGE;
+    if (want > max)
+        want = max;
     size_t cap = b->cap * 2;
     while (cap < want)
         cap *= 2;
@@ -400,6 +402,11 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     if (d->hdr_phase != 2) {
         h->val_off = rel(d, at);
         d->hdr_phase = 2;
+    } else if (rel(d, at) != h->val_off + h->val_len) {
+        /* Pieces of one value are adjacent in our buffer unless a line was folded
+         * (obs-fold), which RFC 9112 says to reject. */
+        d->parse_error = SL_EPARSE;
+        return HPE_USER;
     }
     h->val_len += (uint32_t)len;
     return header_bytes_check(d, at + len);
@@ -416,6 +423,12 @@ static int on_headers_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
     d->headers_done = true;
+    if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED)) {
+        /* RFC 9112 6.3: a request whose last transfer coding is not chunked has no
+         * determinable length. */
+        d->parse_error = SL_EPARSE;
+        return -1;
+    }
     bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
     /* Without a body the message completes here too (and pauses there), so the session starts
      * knowing the request is whole. */
@@ -480,9 +493,7 @@ static const llhttp_settings_t *request_settings(void)
 
 static int map_parse_error(h1_down_t *d, llhttp_errno_t e)
 {
-    if (e == HPE_USER && d->parse_error)
-        return d->parse_error;
-    return SL_EPARSE;
+    return d->parse_error ? d->parse_error : SL_EPARSE;
 }
 
 /* Runs the parser over buffered bytes until it needs the session (headers done, body
@@ -548,10 +559,17 @@ static void down_process(h1_down_t *d)
     if (d->state == DOWN_CLOSING)
         return;
     /* Read more unless the buffer is full; a full buffer resumes when writes complete. */
-    if (b->len < b->cap || make_room(d) == 0)
+    int room = b->len < b->cap ? 0 : make_room(d);
+    if (room == 0) {
         start_reading(d);
-    else
+    } else if (room == SL_EHEADER_TOO_LARGE) {
+        if (d->session)
+            sl__session_on_down_error(d->session, room);
+        else
+            sl__session_reject(d, room);
+    } else {
         stop_reading(d);
+    }
 }
 
 void sl__down_resume_body(h1_down_t *d)

@@ -847,6 +847,9 @@ static void fail(sl_session_t *s, int err)
     }
     if (!s->req_body_done)
         s->down->close_after = true;
+    /* Upstream and client failures were logged where they were seen; hook errors here. */
+    if (err == SL_ECUSTOM || err == SL_EINTERNAL)
+        SL_ERROR("Fail to proxy: %s", s->error_reason ? s->error_reason : sl_strerror(err));
     if (s->ctx_made && s->svc->hooks.fail_to_proxy) {
         set_state(s, SS_FAILING); /* the hook may respond itself */
         int status = s->svc->hooks.fail_to_proxy(s, s->ctx, err);
