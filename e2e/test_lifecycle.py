@@ -304,6 +304,7 @@ def test_sigterm_stops_accepting(procs, tmp_path):
 def test_user_and_group_drop_privileges(procs, tmp_path):
     os.chmod(tmp_path, 0o777)
     p = procs.start([ECHO, "-c", write_conf(tmp_path, user="nobody", group="nogroup")])
+    p.wait_log(r"started, pid")  # the port binds before the identity changes
     wait_port(6142)
     status = open(f"/proc/{p.pid}/status").read()
     uid = pwd.getpwnam("nobody").pw_uid

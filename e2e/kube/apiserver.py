@@ -99,8 +99,10 @@ ownership, no admission beyond namespace existence, no RBAC beyond `forbid`, no 
 authentication, no aggregated discovery (clients fall back to the legacy documents), no OpenAPI.
 Unknown fields are kept instead of pruned.  Validation is a subset.  Watch-cache and etcd are one
 store here: one global history (`history_limit` events, plus `compact()`), not one cache per
-resource.  Namespace deletion is immediate (contents, then the namespace) instead of a
-Terminating phase driven by a controller.  Services get no real network.
+resource.  Namespace deletion happens at once (MODIFIED to Terminating, its contents DELETED, then
+the Namespace DELETED) instead of being driven by a controller.  Services get no real network.
+Bulk loads (`create_many`, `load`, `--load`) call gc.freeze() so that the collector does not
+stall requests; that is process-wide.
 """
 
 import argparse

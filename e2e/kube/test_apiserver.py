@@ -90,13 +90,16 @@ def dechunk(raw):
             return chunks, False
 
 
-def raw_watch(kube, path, duration=0.3, resource="ingresses"):
-    """Opens a raw watch, lets it run `duration` seconds, ends it cleanly with close_watches()
-    and returns (status, headers, chunks, whether the terminating chunk came)."""
+def raw_watch(kube, path, duration=0.3, resource="ingresses", action=None):
+    """Opens a raw watch, runs `action()` once the server has it, lets it run `duration`
+    seconds, ends it cleanly with close_watches() and returns (status, headers, chunks,
+    whether the terminating chunk came)."""
     result = {}
     t = threading.Thread(target=lambda: result.update(r=raw_request(kube, "GET", path)))
     t.start()
     kube.wait_for_watch(resource)
+    if action:
+        action()
     time.sleep(duration)
     kube.close_watches(resource)
     t.join(5)
@@ -475,9 +478,9 @@ def test_watch_wire_format_is_chunked_ndjson(kube):
     ingresses(kube, [("default", "a"), ("default", "b")])
     ing = kube.get("Ingress", "default", "a")
     ing["metadata"]["annotations"] = {"note": "<&>"}
-    threading.Timer(0.1, kube.update, args=(ing,)).start()
     code, hdrs, chunks, ended = raw_watch(kube, "/apis/networking.k8s.io/v1/namespaces/default/"
-                                                "ingresses?watch=1")
+                                                "ingresses?watch=1",
+                                          action=lambda: kube.update(ing))
     assert code == 200
     assert hdrs["transfer-encoding"] == "chunked" and "content-length" not in hdrs
     assert hdrs["content-type"] == "application/json"
@@ -528,9 +531,9 @@ def test_send_initial_events(kube):
 
 def test_watch_single_object_and_watch_path_prefix(kube):
     ingresses(kube, [("default", "a"), ("default", "b")])
-    threading.Timer(0.1, kube.delete, args=("Ingress", "default", "b")).start()
     code, _, chunks, _ = raw_watch(kube, "/apis/networking.k8s.io/v1/namespaces/default/"
-                                         "ingresses/b?watch=true", 0.3)
+                                         "ingresses/b?watch=true", 0.3,
+                                   action=lambda: kube.delete("Ingress", "default", "b"))
     assert [(json.loads(c)["type"], json.loads(c)["object"]["metadata"]["name"])
             for c in chunks] == [("ADDED", "b"), ("DELETED", "b")]
     code, _, chunks, _ = raw_watch(kube, "/apis/networking.k8s.io/v1/watch/namespaces/default/"
