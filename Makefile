@@ -74,6 +74,9 @@ BINS := $(B)/sluice $(if $(WATCH_MAIN),$(B)/sluice-watcher) $(EX_BINS) $(TOOL_BI
 FLAGS_STAMP := $(OBJ)/.flags
 FLAGS_NOW   := $(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)
 $(shell mkdir -p $(OBJ); [ "$$(cat $(FLAGS_STAMP) 2>/dev/null)" = "$(FLAGS_NOW)" ] || echo "$(FLAGS_NOW)" > $(FLAGS_STAMP))
+# Binaries live in one place for both builds: relink them when the build mode changes.
+MODE_STAMP := $(B)/.mode
+$(shell [ "$$(cat $(MODE_STAMP) 2>/dev/null)" = "$(OBJ) $(FLAGS_NOW)" ] || echo "$(OBJ) $(FLAGS_NOW)" > $(MODE_STAMP))
 
 # ---- build rules ---------------------------------------------------------------------------
 .PHONY: all
@@ -90,10 +93,10 @@ $(OBJ)/llhttp/%.o: $(LLHTTP_SRC)/%.c $(FLAGS_STAMP)
 	@[ "$(V)" = 1 ] || echo "  CC      $<"
 	$(Q)$(CC) -DLLHTTP_STRICT_MODE=1 -I$(LLHTTP_INC) -std=c11 $(OPT) -g $(SANFLAGS) -w -c $< -o $@
 
-$(LIB): $(LIB_OBJS) $(LLHTTP_OBJS)
+$(LIB): $(LIB_OBJS) $(LLHTTP_OBJS) $(MODE_STAMP)
 	@mkdir -p $(@D)
 	@[ "$(V)" = 1 ] || echo "  AR      $@"
-	$(Q)rm -f $@ && ar rcs $@ $^
+	$(Q)rm -f $@ && ar rcs $@ $(LIB_OBJS) $(LLHTTP_OBJS)
 
 $(B)/sluice: $(GW_OBJS) $(LIB)
 	@[ "$(V)" = 1 ] || echo "  LD      $@"

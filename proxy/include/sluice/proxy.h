@@ -94,9 +94,9 @@ sl_arena_t *sl_session_arena(sl_session_t *s);
 sl_request_header_t *sl_session_req(sl_session_t *s);
 /* The response header sent (or being sent) to the client, NULL before. */
 const sl_response_header_t *sl_session_resp(const sl_session_t *s);
-/* Client address and its text form ("1.2.3.4"). */
-const struct sockaddr_storage *sl_session_client_addr(const sl_session_t *s);
-const char *sl_session_client_ip(const sl_session_t *s);
+/* Client address and its text form ("1.2.3.4"; "unix" for unix sockets). */
+const struct sockaddr *sl_session_client_addr(const sl_session_t *s);
+const char *sl_session_client_ip(sl_session_t *s);
 /* The value of request header name, or NULL. */
 const sl_str_t *sl_session_req_header(sl_session_t *s, const char *name);
 /* True over TLS. */

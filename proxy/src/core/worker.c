@@ -12,6 +12,7 @@
 
 #include "core/core.h"
 #include "io/stream_impl.h"
+#include "util/timeout.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "worker"
@@ -283,6 +284,8 @@ static void worker_stop_loop(sl_worker_t *w)
         if (svcs[i]->kind == SL_SVC_LISTENING && svcs[i]->app.worker_stop)
             svcs[i]->app.worker_stop(svcs[i]->app_data, w);
     close_listeners(w);
+    sl__stream_thread_cleanup();
+    sl_timeout_thread_close();
     /* Whatever is still open (idle pooled connections, timers a finished task forgot) closes
      * now so the loop can end. */
     uv_walk(&w->loop, close_any, NULL);
@@ -393,6 +396,9 @@ static void *worker_main(void *arg)
     sl__server_worker_started(w->server);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     sl__stream_thread_cleanup();
+    sl_timeout_thread_close();
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    sl__stream_free_thread_reqs();
     set_state(w, SL_WORKER_STOPPED);
     current_worker = NULL;
     return NULL;

@@ -8,6 +8,7 @@
 #include "http/proxy_impl.h"
 #include "io/stream_impl.h"
 #include "util/mem.h"
+#include "util/timeout.h"
 
 #define SL_LOG_TAG "http"
 #include "sluice/log.h"
@@ -20,15 +21,15 @@ static void down_close(h1_down_t *d, bool graceful);
 
 /* ---- buffers ----------------------------------------------------------------------------- */
 
-void sl__iobuf_get(sl_http_worker_t *hw, sl_iobuf_t *b)
+#define FREE_BUFS_MAX 256
+
+void sl__iobuf_get(sl_http_worker_t *hw, sl_iobuf_t *b, size_t size)
 {
+    char ***list = size == SL_IOBUF_SMALL ? &hw->free_small : &hw->free_bufs;
+    size_t *n = size == SL_IOBUF_SMALL ? &hw->n_free_small : &hw->n_free_bufs;
     b->refs = 0;
-    if (hw->n_free_bufs) {
-        b->data = hw->free_bufs[--hw->n_free_bufs];
-    } else {
-        b->data = sl_xmalloc(SL_IOBUF_SIZE);
-    }
-    b->cap = SL_IOBUF_SIZE;
+    b->data = *n ? (*list)[--*n] : sl_xmalloc(size);
+    b->cap = size;
     b->len = b->parsed = 0;
 }
 
@@ -36,10 +37,13 @@ void sl__iobuf_put(sl_http_worker_t *hw, sl_iobuf_t *b)
 {
     if (!b->data)
         return;
-    if (b->cap == SL_IOBUF_SIZE && hw && !hw->stopped && hw->n_free_bufs < 256) {
-        if (!hw->free_bufs)
-            hw->free_bufs = sl_xcalloc(256, sizeof(char *));
-        hw->free_bufs[hw->n_free_bufs++] = b->data;
+    bool small = b->cap == SL_IOBUF_SMALL;
+    char ***list = small ? &hw->free_small : &hw->free_bufs;
+    size_t *n = small ? &hw->n_free_small : &hw->n_free_bufs;
+    if ((small || b->cap == SL_IOBUF_SIZE) && !hw->stopped && *n < FREE_BUFS_MAX) {
+        if (!*list)
+            *list = sl_xcalloc(FREE_BUFS_MAX, sizeof(char *));
+        (*list)[(*n)++] = b->data;
     } else {
         free(b->data);
     }
@@ -72,32 +76,25 @@ int sl__iobuf_grow(sl_iobuf_t *b, size_t want, size_t max)
 
 /* ---- timers ------------------------------------------------------------------------------ */
 
-static void on_timer(uv_timer_t *t);
+static void on_timer(sl_timeout_t *t);
 
 static void arm(h1_down_t *d, int mode, uint64_t ms)
 {
-    if (ms == 0) {
-        uv_timer_stop(&d->timer);
-        return;
-    }
     d->timer_mode = mode;
-    uv_timer_start(&d->timer, on_timer, ms, 0);
+    sl_timeout_start(d->hw->loop, &d->tmo, ms, on_timer);
 }
 
-void sl__down_set_timer(h1_down_t *d, uint64_t ms)
+static void disarm(h1_down_t *d)
 {
-    if (ms)
-        arm(d, TIMER_BODY, ms);
-    else
-        uv_timer_stop(&d->timer);
+    sl_timeout_stop(&d->tmo);
 }
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(sl_timeout_t *t)
 {
-    h1_down_t *d = t->data;
+    h1_down_t *d = sl_container_of(t, h1_down_t, tmo);
     switch (d->timer_mode) {
     case TIMER_KEEPALIVE:
-        SL_DEBUG("%s: keep-alive timeout", d->peer_ip);
+        SL_DEBUG("keep-alive timeout");
         down_close(d, true);
         break;
     case TIMER_HEADER:
@@ -123,18 +120,7 @@ static void on_timer(uv_timer_t *t)
 
 static void on_stream_closed(sl_stream_t *s)
 {
-    h1_down_t *d = sl_stream_data(s);
-    d->stream = NULL;
-    if (d->timer_closed)
-        free(d);
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    h1_down_t *d = h->data;
-    d->timer_closed = true;
-    if (!d->stream)
-        free(d);
+    free(sl_stream_data(s));
 }
 
 static void down_close(h1_down_t *d, bool graceful)
@@ -156,16 +142,14 @@ static void down_close(h1_down_t *d, bool graceful)
     sl__iobuf_put(hw, &d->in);
     free(d->hdrs);
     d->hdrs = NULL;
-    uv_timer_stop(&d->timer);
-    uv_close((uv_handle_t *)&d->timer, on_timer_closed);
+    disarm(d);
     if (graceful && !d->peer_eof) {
-        /* The stream frees itself after lingering; we are done with it now. */
+        /* The stream lingers and frees itself; we are done with it now. Write callbacks
+         * still due find no data and return. */
         sl_stream_t *st = d->stream;
-        d->stream = NULL;
         sl_stream_set_data(st, NULL);
         sl_stream_close_graceful(st, 2000);
-        if (d->timer_closed)
-            free(d);
+        free(d);
     } else {
         sl_stream_close(d->stream, on_stream_closed);
     }
@@ -222,7 +206,7 @@ static void on_alloc(sl_stream_t *s, size_t suggested, uv_buf_t *buf)
 {
     h1_down_t *d = sl_stream_data(s);
     if (!d->in.data)
-        sl__iobuf_get(d->hw, &d->in);
+        sl__iobuf_get(d->hw, &d->in, SL_IOBUF_SMALL);
     if (make_room(d) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
@@ -277,7 +261,7 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (d->in.len > d->in.parsed && nread == UV_EOF) {
             /* A truncated request: nothing to answer on a closed connection. */
-            SL_DEBUG("%s: connection closed mid-request", d->peer_ip);
+            SL_DEBUG("connection closed mid-request");
         }
         down_close(d, false);
         return;
@@ -343,7 +327,7 @@ static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
     sl_session_t *s = d->session;
     if (!s)
         return 0;
-    sl_headers_t *t = &d->trailers;
+    sl_headers_t *t = &s->req_trailers;
     if (!t->arena)
         t->arena = &s->arena;
     if (!value && d->hdr_phase != 1) {
@@ -442,7 +426,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         d->parse_error = SL_EINTERNAL;
         return HPE_USER;
     }
-    d->body_iov[d->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
+    d->hw->down_iov[d->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
     return 0;
 }
 
@@ -525,7 +509,7 @@ static void down_process(h1_down_t *d)
                 llhttp_resume(&d->parser);
         } else {
             int err = map_parse_error(d, e);
-            SL_DEBUG("%s: bad request: %s (%s)", d->peer_ip, llhttp_errno_name(e),
+            SL_DEBUG("bad request: %s (%s)", llhttp_errno_name(e),
                      llhttp_get_error_reason(&d->parser));
             if (s)
                 sl__session_on_down_error(s, err);
@@ -536,10 +520,13 @@ static void down_process(h1_down_t *d)
         b->parsed += used;
         if (d->headers_done && !s) {
             d->headers_done = false;
+            if (!d->message_done && b->cap < SL_IOBUF_SIZE)
+                /* A body follows: stream it through a full-size buffer. Views into the
+                 * buffer are made after this. */
+                sl__iobuf_grow(b, SL_IOBUF_SIZE, SL_IOBUF_SIZE);
             d->body_base = b->parsed;
             d->state = DOWN_ACTIVE;
-            uv_timer_stop(&d->timer);
-            d->trailers = (sl_headers_t){0};
+            disarm(d);
             d->body_hold = true;
             d->session = sl__session_start(d);
             /* The session holds the body until its upstream is ready (sl__down_resume_body),
@@ -550,10 +537,10 @@ static void down_process(h1_down_t *d)
             size_t n = d->n_body_iov;
             d->n_body_iov = 0;
             if (d->message_done)
-                uv_timer_stop(&d->timer);
+                disarm(d);
             else if (n)
                 arm(d, TIMER_BODY, d->svc->opts.body_timeout_ms);
-            sl__session_on_request_body(s, d->body_iov, n, d->message_done);
+            sl__session_on_request_body(s, d->hw->down_iov, n, d->message_done);
         }
     }
     if (d->state == DOWN_CLOSING)
@@ -630,9 +617,12 @@ void sl__down_session_done(h1_down_t *d)
     d->state = DOWN_IDLE;
     d->message_done = false;
     d->body_hold = false;
-    d->trailers = (sl_headers_t){0};
     if (b->parsed == b->len) {
-        sl__iobuf_put(d->hw, b); /* idle connections hold no buffer */
+        /* Idle connections hold no buffer and no parse scratch. */
+        sl__iobuf_put(d->hw, b);
+        free(d->hdrs);
+        d->hdrs = NULL;
+        d->cap_hdrs = 0;
     } else {
         memmove(b->data, b->data + b->parsed, b->len - b->parsed);
         b->len -= b->parsed;
@@ -656,10 +646,13 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
     sl_stream_set_data(stream, d);
     llhttp_init(&d->parser, HTTP_REQUEST, request_settings());
     d->parser.data = d;
-    uv_timer_init(hw->loop, &d->timer);
-    d->timer.data = d;
-    if (sl_stream_peer_addr(stream, &d->peer) == 0)
-        sl_sockaddr_ip_str(&d->peer, d->peer_ip, sizeof(d->peer_ip));
+    struct sockaddr_storage peer;
+    if (sl_stream_peer_addr(stream, &peer) == 0) {
+        if (peer.ss_family == AF_INET6 || peer.ss_family == AF_INET)
+            memcpy(&d->peer, &peer, sizeof(d->peer));
+        else
+            d->peer.sa.sa_family = peer.ss_family;
+    }
     d->next = hw->conns;
     if (hw->conns)
         hw->conns->prev = d;

@@ -8,6 +8,7 @@
 #include "http/proxy_impl.h"
 #include "io/stream_impl.h"
 #include "util/mem.h"
+#include "util/timeout.h"
 
 #define SL_LOG_TAG "upstream"
 #include "sluice/log.h"
@@ -26,6 +27,7 @@ struct sl_pool {
 };
 
 static void up_close(h1_up_t *u);
+static void arm(h1_up_t *u, int mode, uint64_t ms);
 static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static const llhttp_settings_t *response_settings(void);
 
@@ -137,7 +139,7 @@ h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer)
     for (h1_up_t *u = p->buckets[k.hash % POOL_BUCKETS]; u; u = u->bucket_next) {
         if (u->state == UP_IDLE && key_eq(&u->key, &k)) {
             pool_unlink(p, u);
-            uv_timer_stop(&u->timer);
+            arm(u, UTIMER_NONE, 0);
             u->state = UP_ACTIVE;
             u->reused = true;
             return u;
@@ -148,9 +150,9 @@ h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer)
 
 /* ---- timers ---------------------------------------------------------------------------------- */
 
-static void on_timer(uv_timer_t *t)
+static void on_timer(sl_timeout_t *t)
 {
-    h1_up_t *u = t->data;
+    h1_up_t *u = sl_container_of(t, h1_up_t, tmo);
     sl_session_t *s = u->session;
     int mode = u->timer_mode;
     u->timer_mode = UTIMER_NONE;
@@ -181,13 +183,8 @@ static void on_timer(uv_timer_t *t)
 
 static void arm(h1_up_t *u, int mode, uint64_t ms)
 {
-    if (ms == 0) {
-        uv_timer_stop(&u->timer);
-        u->timer_mode = UTIMER_NONE;
-        return;
-    }
-    u->timer_mode = mode;
-    uv_timer_start(&u->timer, on_timer, ms, 0);
+    u->timer_mode = ms ? mode : UTIMER_NONE;
+    sl_timeout_start(u->hw->loop, &u->tmo, ms, on_timer);
 }
 
 /* While a response is awaited: a pending write is bounded by the write timeout, silence by the
@@ -207,26 +204,11 @@ static void arm_io(h1_up_t *u)
 
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
-static void maybe_free(h1_up_t *u)
-{
-    if (u->timer_closed && u->stream_closed) {
-        free(u->hdrs);
-        free(u);
-    }
-}
-
-static void on_timer_closed(uv_handle_t *h)
-{
-    h1_up_t *u = h->data;
-    u->timer_closed = true;
-    maybe_free(u);
-}
-
 static void on_stream_closed(sl_stream_t *st)
 {
     h1_up_t *u = sl_stream_data(st);
-    u->stream_closed = true;
-    maybe_free(u);
+    free(u->hdrs);
+    free(u);
 }
 
 static void up_close(h1_up_t *u)
@@ -238,8 +220,7 @@ static void up_close(h1_up_t *u)
     u->state = UP_CLOSED;
     u->session = NULL;
     sl__iobuf_put(u->hw, &u->in);
-    uv_timer_stop(&u->timer);
-    uv_close((uv_handle_t *)&u->timer, on_timer_closed);
+    sl_timeout_stop(&u->tmo);
     sl_stream_close(u->stream, on_stream_closed);
 }
 
@@ -251,8 +232,6 @@ static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer)
     u->stream = sl__stream_new(hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE
                                                                           : SL_STREAM_TCP);
     sl_stream_set_data(u->stream, u);
-    uv_timer_init(hw->loop, &u->timer);
-    u->timer.data = u;
     llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
     u->parser.data = u;
     return u;
@@ -264,8 +243,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (u->state != UP_CONNECTING)
         return; /* timed out or abandoned: already reported */
     sl_session_t *s = u->session;
-    uv_timer_stop(&u->timer);
-    u->timer_mode = UTIMER_NONE;
+    arm(u, UTIMER_NONE, 0);
     if (status < 0) {
         up_close(u);
         if (s)
@@ -378,7 +356,7 @@ static void up_alloc_cb(sl_stream_t *st, size_t suggested, uv_buf_t *buf)
 {
     h1_up_t *u = sl_stream_data(st);
     if (!u->in.data)
-        sl__iobuf_get(u->hw, &u->in);
+        sl__iobuf_get(u->hw, &u->in, SL_IOBUF_SIZE);
     if (make_room(u) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
@@ -534,7 +512,7 @@ static int r_on_body(llhttp_t *p, const char *at, size_t len)
         u->parse_error = SL_EINTERNAL;
         return HPE_USER;
     }
-    u->body_iov[u->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
+    u->hw->up_iov[u->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
     return 0;
 }
 
@@ -631,10 +609,10 @@ static void up_process(h1_up_t *u)
             u->n_body_iov = 0;
             if (u->message_done) {
                 u->end_delivered = true;
-                uv_timer_stop(&u->timer);
+                arm(u, UTIMER_NONE, 0);
                 u->timer_mode = UTIMER_NONE;
             }
-            sl__session_on_response_body(s, u->body_iov, n, u->message_done);
+            sl__session_on_response_body(s, u->hw->up_iov, n, u->message_done);
             continue;
         }
         if (u->message_done || b->parsed == b->len)

@@ -16,8 +16,10 @@
 #include "sluice/proxy.h"
 #include "sluice/stream.h"
 #include "util/arena.h"
+#include "util/timeout.h"
 
-#define SL_IOBUF_SIZE     16384
+#define SL_IOBUF_SIZE     16384 /* upstream reads, request bodies */
+#define SL_IOBUF_SMALL    4096  /* a client's first read: most header blocks fit */
 #define SL_MAX_BODY_IOV   64
 
 typedef struct sl_http_worker sl_http_worker_t;
@@ -35,8 +37,8 @@ typedef struct sl_iobuf {
     int refs;      /* pending writes (on the other connection) that point into data */
 } sl_iobuf_t;
 
-/* Takes a buffer of at least SL_IOBUF_SIZE from the worker's free list. */
-void sl__iobuf_get(sl_http_worker_t *hw, sl_iobuf_t *b);
+/* Takes a buffer of size SL_IOBUF_SIZE or SL_IOBUF_SMALL from the worker's free lists. */
+void sl__iobuf_get(sl_http_worker_t *hw, sl_iobuf_t *b, size_t size);
 /* Gives it back (or frees a grown one). */
 void sl__iobuf_put(sl_http_worker_t *hw, sl_iobuf_t *b);
 /* Grows to at least want bytes (content preserved), up to max. Returns 0 or SL_ETOOLARGE. */
@@ -61,8 +63,8 @@ struct sl_http_worker {
     sl_http_service_t *svc;
     sl_worker_t *worker;
     uv_loop_t *loop;
-    char **free_bufs;
-    size_t n_free_bufs;
+    char **free_bufs, **free_small;
+    size_t n_free_bufs, n_free_small;
     sl_session_t *free_sessions;
     size_t n_free_sessions;
     sl_pool_t *pool;
@@ -71,6 +73,9 @@ struct sl_http_worker {
     sl_shutdown_sub_t on_expired;
     bool shutting_down;
     bool stopped; /* worker_stop ran: buffers and sessions are freed, not recycled */
+    /* Body spans found by one parser run; delivered before anything else runs. */
+    uv_buf_t down_iov[SL_MAX_BODY_IOV];
+    uv_buf_t up_iov[SL_MAX_BODY_IOV];
 };
 
 /* ---- framing ----------------------------------------------------------------------------- */
@@ -102,13 +107,15 @@ struct h1_down {
     h1_down_state_t state;
     llhttp_t parser;
     sl_iobuf_t in;
-    uv_timer_t timer;
+    sl_timeout_t tmo;
     int timer_mode;
-    bool timer_closed;
     sl_session_t *session;
-    struct sockaddr_storage peer;
-    char peer_ip[48];
-    uint64_t requests;
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer; /* AF_UNIX peers keep only the family */
+    uint32_t requests;
     bool reading;
     bool close_after;     /* no keep-alive after this response */
     bool peer_eof;        /* the client half-closed */
@@ -124,11 +131,7 @@ struct h1_down {
     int hdr_phase; /* 0 none, 1 in field, 2 in value */
     bool headers_done, message_done;
     int parse_error;
-    /* body spans collected during one llhttp_execute */
-    uv_buf_t body_iov[SL_MAX_BODY_IOV];
-    size_t n_body_iov;
-    bool body_overflow;
-    sl_headers_t trailers;
+    size_t n_body_iov; /* body spans of one llhttp_execute, in hw->down_iov */
     bool in_trailers;
 };
 
@@ -157,9 +160,8 @@ struct h1_up {
     sl_session_t *session;
     llhttp_t parser;
     sl_iobuf_t in;
-    uv_timer_t timer;
+    sl_timeout_t tmo;
     int timer_mode;
-    bool timer_closed, stream_closed;
     uv_connect_t connect_req;
     uint64_t idle_timeout_ms;
     uint64_t requests;
@@ -180,9 +182,7 @@ struct h1_up {
     bool informational, restart_msg, header_published, end_delivered;
     int parse_error;
     size_t msg_start, body_base;
-    uv_buf_t body_iov[SL_MAX_BODY_IOV];
-    size_t n_body_iov;
-    bool body_overflow;
+    size_t n_body_iov; /* body spans of one llhttp_execute, in hw->up_iov */
     bool in_trailers;
     bool got_bytes; /* any response byte seen: a failure after this is not retryable */
 };
@@ -255,6 +255,8 @@ struct sl_session {
     uint64_t body_bytes_sent;
     uint64_t start_ms;
     sl_headers_t up_trailers;
+    sl_headers_t req_trailers;
+    char client_ip[48];
     sl_session_t *next_free;
     sl_arena_t arena; /* last: everything before it is reset per request */
 };
@@ -279,7 +281,6 @@ void sl__down_resume_body(h1_down_t *d);
 void sl__down_session_done(h1_down_t *d);
 /* Closes the connection at once (aborting a response in flight). */
 void sl__down_abort(h1_down_t *d);
-void sl__down_set_timer(h1_down_t *d, uint64_t ms);
 
 /* h1_up.c */
 /* Takes an idle pooled connection for the session's peer, or NULL. */

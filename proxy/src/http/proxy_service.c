@@ -58,9 +58,12 @@ static void worker_stop(void *data, sl_worker_t *w)
      * point are freed rather than pooled (see sl__iobuf_put with hw->free_bufs == NULL). */
     for (size_t i = 0; i < hw->n_free_bufs; i++)
         free(hw->free_bufs[i]);
+    for (size_t i = 0; i < hw->n_free_small; i++)
+        free(hw->free_small[i]);
     free(hw->free_bufs);
-    hw->free_bufs = NULL;
-    hw->n_free_bufs = 0;
+    free(hw->free_small);
+    hw->free_bufs = hw->free_small = NULL;
+    hw->n_free_bufs = hw->n_free_small = 0;
     hw->stopped = true;
     while (hw->free_sessions) {
         sl_session_t *s = hw->free_sessions;

@@ -1,6 +1,8 @@
 /* The proxy session: one request's journey through Pingora's hooks, from the client's header
  * to the last byte of the response. Every state change happens in advance()/state_result();
  * events from the two connections (connected, body pieces, writes done, errors) feed it. */
+#include <arpa/inet.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,7 +249,7 @@ static void build_upstream_request(sl_session_t *s)
         sl_headers_set(&u->headers, "Host", s->peer.sni[0] ? s->peer.sni : addr);
     }
     if (s->svc->opts.add_forwarded_headers) {
-        const char *ip = s->down->peer_ip;
+        const char *ip = sl_session_client_ip(s);
         const sl_str_t *xff = sl_headers_get(&u->headers, "x-forwarded-for");
         if (xff) {
             char *v = sl_arena_printf(&s->arena, "%.*s, %s", (int)xff->len, xff->ptr, ip);
@@ -305,7 +307,7 @@ static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end
         }
     }
     if (end && chunked) {
-        sl_headers_t *t = &s->down->trailers;
+        sl_headers_t *t = &s->req_trailers;
         if (t->n) {
             size_t len = 3;
             for (size_t i = 0; i < t->n; i++)
@@ -532,7 +534,7 @@ void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err)
         advance(s);
         return;
     }
-    SL_WARN("%s %.*s: cannot connect to upstream %s: %s", s->down->peer_ip, (int)s->req.uri.len,
+    SL_WARN("%s %.*s: cannot connect to upstream %s: %s", sl_session_client_ip(s), (int)s->req.uri.len,
             s->req.uri.ptr, addr, sl_strerror(err));
     fail(s, err < 0 ? err : SL_EINTERNAL);
 }
@@ -783,12 +785,12 @@ void sl__session_on_up_error(sl_session_t *s, int err)
     }
     if (s->resp_header_sent) {
         SL_WARN("%s %.*s: upstream failed mid-response: %s; aborting the response",
-                s->down->peer_ip, (int)s->req.uri.len, s->req.uri.ptr, sl_strerror(err));
+                sl_session_client_ip(s), (int)s->req.uri.len, s->req.uri.ptr, sl_strerror(err));
         abort_session(s, err);
         return;
     }
     s->head_pending = false;
-    SL_WARN("%s %.*s: upstream error: %s", s->down->peer_ip, (int)s->req.uri.len, s->req.uri.ptr,
+    SL_WARN("%s %.*s: upstream error: %s", sl_session_client_ip(s), (int)s->req.uri.len, s->req.uri.ptr,
             sl_strerror(err));
     fail(s, err);
 }
@@ -1013,14 +1015,24 @@ const sl_response_header_t *sl_session_resp(const sl_session_t *s)
     return s->resp;
 }
 
-const struct sockaddr_storage *sl_session_client_addr(const sl_session_t *s)
+const struct sockaddr *sl_session_client_addr(const sl_session_t *s)
 {
-    return &s->down->peer;
+    return &s->down->peer.sa;
 }
 
-const char *sl_session_client_ip(const sl_session_t *s)
+const char *sl_session_client_ip(sl_session_t *s)
 {
-    return s->down->peer_ip;
+    if (!s->client_ip[0]) {
+        const struct sockaddr *a = &s->down->peer.sa;
+        if (a->sa_family == AF_INET)
+            inet_ntop(AF_INET, &s->down->peer.in.sin_addr, s->client_ip, sizeof(s->client_ip));
+        else if (a->sa_family == AF_INET6)
+            inet_ntop(AF_INET6, &s->down->peer.in6.sin6_addr, s->client_ip,
+                      sizeof(s->client_ip));
+        else
+            snprintf(s->client_ip, sizeof(s->client_ip), "unix");
+    }
+    return s->client_ip;
 }
 
 const sl_str_t *sl_session_req_header(sl_session_t *s, const char *name)

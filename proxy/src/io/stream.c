@@ -56,7 +56,72 @@ static void req_put(sl_write_req_t *r)
     n_free_reqs++;
 }
 
+/* Writes that completed at once (uv_try_write took everything) still report through their
+ * callback, but from the next loop iteration: never from inside sl_stream_write. An idle
+ * handle runs them; it is active only while some are due. */
+static __thread sl_write_req_t *done_head, *done_tail;
+static __thread uv_idle_t done_idle;
+static __thread uv_loop_t *done_loop;
+
+static void stream_maybe_free(sl_stream_t *s);
+
+static void on_done_idle(uv_idle_t *h)
+{
+    sl_write_req_t *list = done_head;
+    done_head = done_tail = NULL;
+    uv_idle_stop(h);
+    while (list) {
+        sl_write_req_t *r = list;
+        list = r->next_free;
+        sl_stream_t *s = r->stream;
+        sl_stream_write_cb cb = r->cb;
+        void *arg = r->arg;
+        req_put(r);
+        s->deferred--;
+        if (cb)
+            cb(s, 0, arg);
+        if (s->closed && s->deferred == 0)
+            stream_maybe_free(s);
+    }
+}
+
+/* True when this thread can defer completions for s's loop (not after its cleanup). */
+static bool can_defer(sl_stream_t *s)
+{
+    if (done_loop == s->loop)
+        return true;
+    if (done_loop != NULL)
+        return false; /* closed at thread cleanup, or another loop: use the queued path */
+    uv_idle_init(s->loop, &done_idle);
+    done_loop = s->loop;
+    return true;
+}
+
+static void defer_done(sl_stream_t *s, sl_write_req_t *r)
+{
+    r->next_free = NULL;
+    if (done_tail)
+        done_tail->next_free = r;
+    else
+        done_head = r;
+    done_tail = r;
+    s->deferred++;
+    uv_idle_start(&done_idle, on_done_idle);
+}
+
+static __thread char done_sentinel;
+
 void sl__stream_thread_cleanup(void)
+{
+    if (done_loop && done_loop != (uv_loop_t *)&done_sentinel &&
+        !uv_is_closing((uv_handle_t *)&done_idle)) {
+        on_done_idle(&done_idle); /* due callbacks run before the handle goes */
+        uv_close((uv_handle_t *)&done_idle, NULL);
+    }
+    done_loop = (uv_loop_t *)&done_sentinel; /* never matches a loop again */
+}
+
+void sl__stream_free_thread_reqs(void)
 {
     while (free_reqs) {
         sl_write_req_t *r = free_reqs;
@@ -149,7 +214,41 @@ int sl_stream_write(sl_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, sl_st
     r->stream = s;
     r->cb = cb;
     r->arg = arg;
-    int rc = uv_write(&r->req, &s->u.stream, bufs, nbufs, on_write);
+    /* Most writes fit in the socket buffer: write now, without queueing a request (libuv's
+     * queued path costs an epoll_ctl per write). */
+    uv_buf_t rest[64];
+    const uv_buf_t *out = bufs;
+    unsigned nout = nbufs;
+    if (s->u.stream.write_queue_size == 0 && nbufs <= 64 && can_defer(s)) {
+        size_t total = 0;
+        for (unsigned i = 0; i < nbufs; i++)
+            total += bufs[i].len;
+        int w = uv_try_write(&s->u.stream, bufs, nbufs);
+        if (w >= 0 && (size_t)w == total) {
+            defer_done(s, r);
+            return 0;
+        }
+        if (w < 0 && w != UV_EAGAIN) {
+            req_put(r);
+            return w;
+        }
+        if (w > 0) {
+            /* Partly written: queue what is left. */
+            size_t skip = (size_t)w;
+            unsigned k = 0;
+            for (unsigned i = 0; i < nbufs; i++) {
+                if (skip >= bufs[i].len) {
+                    skip -= bufs[i].len;
+                    continue;
+                }
+                rest[k++] = uv_buf_init(bufs[i].base + skip, (unsigned)(bufs[i].len - skip));
+                skip = 0;
+            }
+            out = rest;
+            nout = k;
+        }
+    }
+    int rc = uv_write(&r->req, &s->u.stream, out, nout, on_write);
     if (rc)
         req_put(r);
     return rc;
@@ -163,31 +262,47 @@ size_t sl_stream_write_queue_size(const sl_stream_t *s)
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
     sl_stream_t *s = req->data;
-    if (s->shutdown_cb)
-        s->shutdown_cb(s, status);
+    free(req);
+    if (s) {
+        s->shutdown_req = NULL;
+        if (s->shutdown_cb)
+            s->shutdown_cb(s, status);
+    }
 }
 
 int sl_stream_shutdown(sl_stream_t *s, sl_stream_shutdown_cb cb)
 {
-    if (s->closing)
+    if (s->closing || s->shutdown_req)
         return UV_ECANCELED;
     s->shutdown_cb = cb;
-    s->shutdown_req.data = s;
-    return uv_shutdown(&s->shutdown_req, &s->u.stream, on_shutdown);
+    s->shutdown_req = sl_xmalloc(sizeof(*s->shutdown_req));
+    s->shutdown_req->data = s;
+    int rc = uv_shutdown(s->shutdown_req, &s->u.stream, on_shutdown);
+    if (rc) {
+        free(s->shutdown_req);
+        s->shutdown_req = NULL;
+    }
+    return rc;
+}
+
+static void stream_maybe_free(sl_stream_t *s)
+{
+    if (!s->reusing && s->deferred == 0)
+        free(s);
 }
 
 static void on_close(uv_handle_t *h)
 {
     sl_stream_t *s = h->data;
+    if (s->shutdown_req)
+        s->shutdown_req->data = NULL; /* its callback (ECANCELED) must not touch us */
     if (s->close_cb)
         s->close_cb(s);
     if (s->counted)
         sl_worker_unref(s->worker);
-    if (s->reusing) {
-        s->closed = true; /* a deferred reuse_again still points here; it frees */
-        return;
-    }
-    free(s);
+    /* Deferred write callbacks or a pending reuse still point here: they free it. */
+    s->closed = true;
+    stream_maybe_free(s);
 }
 
 void sl_stream_close(sl_stream_t *s, sl_stream_close_cb cb)
@@ -271,7 +386,7 @@ static void reuse_again(void *arg)
     sl_stream_t *s = arg;
     s->reusing = false;
     if (s->closed) {
-        free(s);
+        stream_maybe_free(s);
         return;
     }
     if (s->closing)

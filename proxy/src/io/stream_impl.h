@@ -31,11 +31,12 @@ struct sl_stream {
     sl_stream_read_cb read_cb;
     sl_stream_close_cb close_cb;
     sl_stream_shutdown_cb shutdown_cb;
-    uv_shutdown_t shutdown_req;
+    uv_shutdown_t *shutdown_req;
+    unsigned deferred; /* completed writes whose callbacks have not run yet */
     bool closing;
     bool counted;   /* holds a worker ref (accepted streams) */
     bool reusing;   /* handed back with sl_stream_finish(reuse), process_new not yet called */
-    bool closed;    /* the handle closed while reusing: reuse_again frees it */
+    bool closed;    /* the handle closed while reusing or with callbacks due: freed later */
     struct sl_linger *linger;
 };
 
@@ -43,7 +44,9 @@ struct sl_stream {
  * u.pipe itself. Returns a stream that must be closed with sl_stream_close. */
 sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind);
 
-/* Frees the calling thread's recycled write requests (at worker exit). */
+/* At worker exit: runs due write callbacks and closes the thread's completion handle, then
+ * (after the loop's last run) frees its recycled write requests. */
 void sl__stream_thread_cleanup(void);
+void sl__stream_free_thread_reqs(void);
 
 #endif
