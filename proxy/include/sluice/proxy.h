@@ -85,6 +85,18 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
 /* The service's options, to change before the server runs. */
 sl_http_options_t *sl_http_proxy_options(sl_service_t *service);
 
+/* Counters of a proxy service, summed over its workers (any thread, approximate while it runs). */
+typedef struct sl_http_stats {
+    uint64_t accepted;      /* client connections accepted */
+    uint64_t requests;      /* requests started */
+    long open;              /* client connections open */
+    long active;            /* of which in a request */
+    long upstream_open;     /* upstream connections open */
+    long upstream_idle;     /* of which idle in the pool */
+    uint64_t upstream_reused; /* requests that reused a pooled connection */
+} sl_http_stats_t;
+void sl_http_proxy_stats(sl_service_t *service, sl_http_stats_t *out);
+
 /* ---- session ----------------------------------------------------------------------------- */
 
 void *sl_session_app(sl_session_t *s);
@@ -113,6 +125,9 @@ int sl_session_respond_header(sl_session_t *s, sl_response_header_t *resp, const
                               size_t len);
 /* The standard error response: status with the configured error format's body. */
 int sl_session_respond_error(sl_session_t *s, int status, const char *message);
+/* Overrides the error body format ("json", "html", "text") for this request; the string must
+ * outlive the request. */
+void sl_session_set_error_format(sl_session_t *s, const char *format);
 
 /* Makes a custom error (Pingora's ErrorType::Custom): returns SL_ECUSTOM and remembers reason
  * (a static string) for fail_to_proxy and logging. */
@@ -134,6 +149,10 @@ int sl_session_status(const sl_session_t *s);
 bool sl_session_upstream_reused(const sl_session_t *s);
 uint64_t sl_session_body_bytes_sent(const sl_session_t *s);
 uint64_t sl_session_duration_ms(const sl_session_t *s);
+/* Nanoseconds since the request's header was complete (monotonic clock). */
+uint64_t sl_session_elapsed_ns(const sl_session_t *s);
+/* How long the upstream connect took, in ns (0 for a reused connection or none). */
+uint64_t sl_session_connect_ns(const sl_session_t *s);
 /* The peer chosen for this request (NULL before upstream_peer). */
 const sl_peer_t *sl_session_peer(const sl_session_t *s);
 

@@ -75,6 +75,10 @@ void sl_server_on_reload(sl_server_t *server, sl_server_reload_cb cb, void *data
 typedef void (*sl_server_stop_cb)(sl_server_t *server, void *data);
 void sl_server_on_shutdown(sl_server_t *server, sl_server_stop_cb cb, void *data);
 
+/* Called on the main thread once every worker has finished, right before the main loop ends:
+ * close control-plane handles here (they would otherwise keep the process alive). */
+void sl_server_on_stop(sl_server_t *server, sl_server_stop_cb cb, void *data);
+
 /* Starts a graceful shutdown from code, as SIGTERM does. Thread-safe. */
 void sl_server_shutdown(sl_server_t *server);
 /* True once graceful shutdown has begun. Thread-safe. */

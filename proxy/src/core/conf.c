@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "sluice/conf.h"
 #include "util/cfg.h"
 #include "util/mem.h"
@@ -98,10 +99,6 @@ long sl_server_conf_shutdown_timeout(const sl_server_conf_t *c)
 {
     return c->graceful_shutdown_timeout_seconds >= 0 ? c->graceful_shutdown_timeout_seconds : 5;
 }
-
-/* Exposed to the gateway, which parses the same tree. */
-int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root,
-                              const char *const *extra_keys, sl_error_t *err);
 
 int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root,
                               const char *const *extra_keys, sl_error_t *err)

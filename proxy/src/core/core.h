@@ -158,7 +158,7 @@ struct sl_server {
     atomic_int state;
     int exit_code;
     int phase; /* 0 running, 1 draining, 2 grace expired, 3 forced */
-    sl_cb_entry_t *on_start, *on_reload, *on_shutdown;
+    sl_cb_entry_t *on_start, *on_reload, *on_shutdown, *on_stop;
     int pid_fd;
     bool pid_written;
     int ready_fd; /* daemon: pipe to the waiting parent */
@@ -176,6 +176,13 @@ struct sl_server {
 void sl__server_worker_drained(sl_server_t *s);
 /* Called by a worker thread once its listeners and background tasks are started. */
 void sl__server_worker_started(sl_server_t *s);
+
+/* ---- configuration (conf.c) -------------------------------------------------------------- */
+struct cJSON;
+/* Reads the process keys of a parsed config tree over c; keys in extra_keys are left to the
+ * caller, anything else is an unknown-key error. */
+int sl__server_conf_from_tree(sl_server_conf_t *c, const struct cJSON *root,
+                              const char *const *extra_keys, sl_error_t *err);
 
 /* ---- listener sockets (listener.c) ------------------------------------------------------- */
 /* Parses "host:port", "[v6]:port", ":port" or "unix:/path" into ep. */

@@ -153,6 +153,11 @@ void sl_server_on_shutdown(sl_server_t *s, sl_server_stop_cb cb, void *data)
     add_cb(&s->on_shutdown, (void *)cb, data);
 }
 
+void sl_server_on_stop(sl_server_t *s, sl_server_stop_cb cb, void *data)
+{
+    add_cb(&s->on_stop, (void *)cb, data);
+}
+
 size_t sl_server_n_workers(const sl_server_t *s)
 {
     return s->n_workers;
@@ -271,6 +276,8 @@ static void on_wake(uv_async_t *h)
     if ((size_t)atomic_load(&s->drained_workers) == s->n_workers &&
         atomic_load(&s->state) == SL_SERVER_DRAINING) {
         SL_INFO("all work finished; exiting");
+        for (sl_cb_entry_t *e = s->on_stop; e; e = e->next)
+            ((sl_server_stop_cb)e->fn)(s, e->data);
         finish_main_loop(s);
     }
 }
@@ -538,6 +545,7 @@ int sl_server_run_forever(sl_server_t *s)
     free_cbs(s->on_start);
     free_cbs(s->on_reload);
     free_cbs(s->on_shutdown);
+    free_cbs(s->on_stop);
     sl_server_conf_release(&s->conf);
     pthread_mutex_destroy(&s->start_lock);
     pthread_cond_destroy(&s->start_cond);

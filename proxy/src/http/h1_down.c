@@ -129,6 +129,7 @@ static void down_close(h1_down_t *d, bool graceful)
         return;
     d->state = DOWN_CLOSING;
     sl_http_worker_t *hw = d->hw;
+    atomic_fetch_sub_explicit(&hw->st_open, 1, memory_order_relaxed);
     if (d->prev)
         d->prev->next = d->next;
     else
@@ -639,6 +640,8 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
 {
     sl_http_worker_t *hw = sl__http_worker(svc, sl_stream_worker(stream));
     h1_down_t *d = sl_xcalloc(1, sizeof(*d));
+    atomic_fetch_add_explicit(&hw->st_accepted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hw->st_open, 1, memory_order_relaxed);
     d->stream = stream;
     d->hw = hw;
     d->svc = svc;

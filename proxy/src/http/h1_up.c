@@ -98,6 +98,7 @@ static void pool_unlink(sl_pool_t *p, h1_up_t *u)
         p->lru_tail = u->lru_prev;
     u->bucket_next = u->bucket_prev = u->lru_next = u->lru_prev = NULL;
     p->n_idle--;
+    atomic_fetch_sub_explicit(&p->hw->st_up_idle, 1, memory_order_relaxed);
 }
 
 static void pool_insert(sl_pool_t *p, h1_up_t *u)
@@ -116,6 +117,7 @@ static void pool_insert(sl_pool_t *p, h1_up_t *u)
     if (!p->lru_tail)
         p->lru_tail = u;
     p->n_idle++;
+    atomic_fetch_add_explicit(&p->hw->st_up_idle, 1, memory_order_relaxed);
 }
 
 void sl__pool_free(sl_pool_t *p)
@@ -219,6 +221,7 @@ static void up_close(h1_up_t *u)
         pool_unlink(u->hw->pool, u);
     u->state = UP_CLOSED;
     u->session = NULL;
+    atomic_fetch_sub_explicit(&u->hw->st_up_open, 1, memory_order_relaxed);
     sl__iobuf_put(u->hw, &u->in);
     sl_timeout_stop(&u->tmo);
     sl_stream_close(u->stream, on_stream_closed);
@@ -228,6 +231,7 @@ static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer)
 {
     h1_up_t *u = sl_xcalloc(1, sizeof(*u));
     u->hw = hw;
+    atomic_fetch_add_explicit(&hw->st_up_open, 1, memory_order_relaxed);
     key_from_peer(&u->key, peer);
     u->stream = sl__stream_new(hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE
                                                                           : SL_STREAM_TCP);

@@ -11,6 +11,7 @@
 #define SL_HTTP_PROXY_IMPL_H
 
 #include <llhttp.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "sluice/proxy.h"
@@ -71,6 +72,9 @@ struct sl_http_worker {
     h1_down_t *conns; /* every downstream connection, for shutdown */
     sl_shutdown_sub_t on_shutdown;
     sl_shutdown_sub_t on_expired;
+    /* Counters read by other threads (metrics). */
+    _Atomic uint64_t st_accepted, st_requests, st_reused;
+    _Atomic long st_open, st_active, st_up_open, st_up_idle;
     bool shutting_down;
     bool stopped; /* worker_stop ran: buffers and sessions are freed, not recycled */
     /* Body spans found by one parser run; delivered before anything else runs. */
@@ -254,6 +258,8 @@ struct sl_session {
     int status;
     uint64_t body_bytes_sent;
     uint64_t start_ms;
+    uint64_t start_ns, connect_start_ns, connect_ns;
+    const char *error_format;
     sl_headers_t up_trailers;
     sl_headers_t req_trailers;
     char client_ip[48];

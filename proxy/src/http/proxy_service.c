@@ -122,3 +122,21 @@ sl_http_options_t *sl_http_proxy_options(sl_service_t *service)
     sl_http_service_t *svc = sl_service_app_data(service);
     return &svc->opts;
 }
+
+void sl_http_proxy_stats(sl_service_t *service, sl_http_stats_t *out)
+{
+    sl_http_service_t *svc = sl_service_app_data(service);
+    memset(out, 0, sizeof(*out));
+    for (size_t i = 0; i < svc->n_workers; i++) {
+        sl_http_worker_t *hw = svc->workers[i];
+        if (!hw)
+            continue;
+        out->accepted += atomic_load_explicit(&hw->st_accepted, memory_order_relaxed);
+        out->requests += atomic_load_explicit(&hw->st_requests, memory_order_relaxed);
+        out->upstream_reused += atomic_load_explicit(&hw->st_reused, memory_order_relaxed);
+        out->open += atomic_load_explicit(&hw->st_open, memory_order_relaxed);
+        out->active += atomic_load_explicit(&hw->st_active, memory_order_relaxed);
+        out->upstream_open += atomic_load_explicit(&hw->st_up_open, memory_order_relaxed);
+        out->upstream_idle += atomic_load_explicit(&hw->st_up_idle, memory_order_relaxed);
+    }
+}

@@ -52,6 +52,9 @@ static sl_session_t *session_alloc(h1_down_t *d)
     s->hw = hw;
     s->down = d;
     s->start_ms = uv_now(hw->loop);
+    s->start_ns = uv_hrtime();
+    atomic_fetch_add_explicit(&hw->st_requests, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&hw->st_active, 1, memory_order_relaxed);
     return s;
 }
 
@@ -59,6 +62,7 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 {
     if (!s)
         return;
+    atomic_fetch_sub_explicit(&hw->st_active, 1, memory_order_relaxed);
     if (s->state != SS_DONE) {
         /* Torn down from outside (connection closed under us): hooks still get logging. */
         if (s->up) {
@@ -390,9 +394,11 @@ static int run_state(sl_session_t *s)
             s->up = u;
             u->session = s;
             s->reused = true;
+            atomic_fetch_add_explicit(&s->hw->st_reused, 1, memory_order_relaxed);
             return 0;
         }
         s->reused = false;
+        s->connect_start_ns = uv_hrtime();
         set_state(s, SS_CONNECTING);
         sl__up_connect(s);
         return SL_PENDING;
@@ -517,6 +523,7 @@ void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err)
 {
     if (err == 0) {
         s->up = u;
+        s->connect_ns = uv_hrtime() - s->connect_start_ns;
         set_state(s, SS_CONNECTED_HOOK);
         advance(s);
         return;
@@ -985,8 +992,9 @@ int sl_session_respond_error(sl_session_t *s, int status, const char *message)
 {
     const char *ctype;
     size_t len;
-    const char *body = sl__error_body(&s->arena, s->svc->opts.error_format, status, message,
-                                      &ctype, &len);
+    const char *body = sl__error_body(&s->arena,
+                                      s->error_format ? s->error_format : s->svc->opts.error_format,
+                                      status, message, &ctype, &len);
     sl_response_header_t *r = sl_session_response_new(s, status);
     sl_headers_add(&r->headers, "Content-Type", ctype);
     sl_headers_add(&r->headers, "Cache-Control", "private, no-store");
@@ -1089,6 +1097,21 @@ bool sl_session_upstream_reused(const sl_session_t *s)
 uint64_t sl_session_body_bytes_sent(const sl_session_t *s)
 {
     return s->body_bytes_sent;
+}
+
+void sl_session_set_error_format(sl_session_t *s, const char *format)
+{
+    s->error_format = format;
+}
+
+uint64_t sl_session_elapsed_ns(const sl_session_t *s)
+{
+    return uv_hrtime() - s->start_ns;
+}
+
+uint64_t sl_session_connect_ns(const sl_session_t *s)
+{
+    return s->connect_ns;
 }
 
 uint64_t sl_session_duration_ms(const sl_session_t *s)

@@ -1,0 +1,218 @@
+/* The declarative gateway (SPEC §4-§5): configuration snapshots, routes, upstreams, filters.
+ *
+ * A configuration is parsed into an immutable, reference-counted snapshot (gw_config_t). The
+ * control thread builds a new snapshot and publishes it; each worker switches to it between
+ * requests, and a request keeps the snapshot it started with until it ends. */
+#ifndef SL_GATEWAY_GATEWAY_H
+#define SL_GATEWAY_GATEWAY_H
+
+#include <cjson/cJSON.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sluice/conf.h"
+#include "sluice/proxy.h"
+
+typedef struct gw_config gw_config_t;
+typedef struct gw_route gw_route_t;
+typedef struct gw_upstream gw_upstream_t;
+typedef struct gw_filter gw_filter_t;
+typedef struct gw_req gw_req_t;
+typedef struct gw_router gw_router_t;
+typedef struct gateway gateway_t;
+
+/* ---- timeouts ---------------------------------------------------------------------------- */
+
+/* Durations in ms; 0 means "not set" (inherit). */
+typedef struct gw_timeouts {
+    uint64_t connect, read, write, idle;
+} gw_timeouts_t;
+
+/* ---- upstreams --------------------------------------------------------------------------- */
+
+typedef struct gw_backend {
+    char *address;                /* as written: "172.28.0.20:8080", "unix:/path" */
+    struct sockaddr_storage addr; /* resolved */
+    unsigned addr_len;
+    uint32_t weight;              /* >= 1 */
+} gw_backend_t;
+
+typedef enum gw_lb { GW_LB_ROUND_ROBIN } gw_lb_t;
+
+/* Rotation state shared by every snapshot that has an upstream of this name, so a config
+ * swap does not restart the rotation. */
+typedef struct gw_upstream_state {
+    _Atomic long refs;
+    _Atomic uint64_t counter;
+} gw_upstream_state_t;
+
+struct gw_upstream {
+    char *name;
+    gw_backend_t *backends;
+    size_t n_backends;
+    /* Smooth weighted round robin, precomputed: picks are seq[counter++ % seq_len], so weights
+     * 3:1 give exactly 3:1 over every 4 picks without a lock. */
+    uint32_t *seq;
+    size_t seq_len;
+    gw_lb_t lb;
+    char *host;              /* Host header sent upstream, NULL: the client's */
+    gw_timeouts_t timeouts;
+    char *discovery_file;    /* NULL: no file discovery */
+    uint64_t discovery_interval_ms;
+    gw_upstream_state_t *state;
+};
+
+/* Parses one backend entry ("ip:port", "unix:/p", {address, weight}). */
+int gw_backend_parse(const cJSON *v, const char *path, gw_backend_t *out, sl_error_t *err);
+void gw_backend_free(gw_backend_t *b);
+/* Computes the rotation of u's backends (call after filling them). */
+void gw_upstream_build_rotation(gw_upstream_t *u);
+/* Picks the next backend by smooth weighted round robin; NULL when there is none. */
+const gw_backend_t *gw_upstream_pick(gw_upstream_t *u);
+
+/* ---- filters ----------------------------------------------------------------------------- */
+
+/* One built-in filter kind (request_headers, response_headers, query, body_inspect). Each kind
+ * is one module with its own parser. Hooks are optional; they return SL_CONTINUE, SL_DONE (the
+ * filter answered the client) or an error. `state` is what parse produced (immutable, shared
+ * by all requests); `scratch` is per-request memory of scratch_size bytes (zeroed). */
+typedef struct gw_filter_kind {
+    const char *name;
+    size_t scratch_size;
+    int (*parse)(const cJSON *conf, const char *path, void **state, sl_error_t *err);
+    void (*free)(void *state);
+    int (*request)(void *state, void *scratch, sl_session_t *s);
+    int (*upstream_request)(void *state, void *scratch, sl_session_t *s, sl_request_header_t *req);
+    int (*request_body)(void *state, void *scratch, sl_session_t *s, sl_body_t *body, bool end);
+    int (*response)(void *state, void *scratch, sl_session_t *s, sl_response_header_t *resp);
+    int (*response_body)(void *state, void *scratch, sl_session_t *s, sl_body_t *body, bool end);
+} gw_filter_kind_t;
+
+struct gw_filter {
+    const gw_filter_kind_t *kind;
+    void *state;
+    size_t scratch_offset; /* into the request's filter scratch block */
+};
+
+/* The registry of filter kinds (filters/registry.c). */
+const gw_filter_kind_t *gw_filter_kind_find(const char *name);
+/* Comma-separated list of known kinds, for error messages. */
+const char *gw_filter_kind_names(void);
+
+/* ---- routes ------------------------------------------------------------------------------ */
+
+typedef enum gw_path_type { GW_PATH_PREFIX, GW_PATH_EXACT, GW_PATH_REGEX } gw_path_type_t;
+
+typedef struct gw_header_match {
+    char *name;
+    char *value;
+} gw_header_match_t;
+
+typedef struct gw_respond {
+    int status;
+    char *body;
+    size_t body_len;
+    sl_header_t *headers; /* name/value pairs, NUL-terminated strings */
+    size_t n_headers;
+} gw_respond_t;
+
+struct gw_route {
+    char *name;           /* "routes[3]" when none was given */
+    size_t index;         /* file order */
+    char *host;           /* NULL: any host; "*.example.com": one-label wildcard */
+    char *path;           /* "/": everything (prefix) */
+    gw_path_type_t path_type;
+    void *regex;          /* pcre2_code * for GW_PATH_REGEX */
+    uint32_t methods;     /* bit mask of gw_method_bit(); 0: any */
+    gw_header_match_t *headers;
+    size_t n_headers;
+    gw_upstream_t *upstream; /* NULL with respond */
+    gw_respond_t *respond;
+    gw_timeouts_t timeouts;
+    gw_filter_t *filters;
+    size_t n_filters;
+    size_t scratch_size;  /* sum of the filters' scratch */
+};
+
+/* Bit for a method name ("GET" -> 1 << n), 0 for an unknown one. */
+uint32_t gw_method_bit(const char *m, size_t len);
+
+/* ---- router ------------------------------------------------------------------------------ */
+
+/* Compiles routes into lookup tables: hosts by hash (exact), then one-label wildcards, then
+ * any-host; per host exact paths by hash, prefixes by path-element trie, regexes in order. */
+gw_router_t *gw_router_build(gw_route_t **routes, size_t n, sl_error_t *err);
+void gw_router_free(gw_router_t *r);
+/* The best route for a request, or NULL. host may include a port (ignored). */
+gw_route_t *gw_router_match(const gw_router_t *r, sl_str_t host, sl_str_t path, sl_str_t method,
+                            const sl_headers_t *headers);
+
+/* ---- listeners --------------------------------------------------------------------------- */
+
+typedef struct gw_listener {
+    char *name;
+    char *listen;   /* "0.0.0.0:8080", "unix:/path" */
+    char *protocol; /* "http" */
+} gw_listener_t;
+
+/* ---- the snapshot ------------------------------------------------------------------------ */
+
+struct gw_config {
+    _Atomic long refs;
+    uint64_t generation;
+    gw_listener_t *listeners;
+    size_t n_listeners;
+    gw_upstream_t **upstreams;
+    size_t n_upstreams;
+    gw_route_t **routes;
+    size_t n_routes;
+    gw_router_t *router;
+    char *error_format;  /* json | html | text */
+    char *admin_listen;
+    char *admin_token;   /* "" or NULL: no token */
+    char **dns_servers;
+    size_t n_dns_servers;
+    struct sl_hmap *upstream_index; /* name -> gw_upstream_t* */
+    cJSON *json;         /* the effective document, canonical (GET /config) */
+    char hash[65];       /* sha256 of the canonical dynamic part as last applied whole */
+};
+
+/* Keys of the gateway schema (beyond the process keys of sl_server_conf). */
+extern const char *const gw_top_keys[];
+
+/* Parses a whole config tree (process keys are checked by sl_server_conf; here only the
+ * gateway part). On error returns SL_ECONFIG with the key path in err. `prev` (may be NULL)
+ * lets unchanged upstreams keep their rotation state. */
+int gw_config_parse(const cJSON *root, const gw_config_t *prev, gw_config_t **out,
+                    sl_error_t *err);
+/* Replaces u's backends from a JSON list (at least one entry). */
+int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *path,
+                             sl_error_t *err);
+/* sha256 (hex) of a document's canonical JSON (sorted keys, no spaces). */
+void gw_config_hash_json(const cJSON *doc, char out[65]);
+/* Keys a PUT /config may carry (the rest needs a restart or hot upgrade). */
+extern const char *const gw_dynamic_keys[];
+gw_config_t *gw_config_ref(gw_config_t *c);
+void gw_config_release(gw_config_t *c);
+gw_upstream_t *gw_config_upstream(const gw_config_t *c, const char *name);
+/* The effective config as JSON with private keys and tokens redacted (caller frees). */
+cJSON *gw_config_to_json(const gw_config_t *c);
+
+/* ---- the running gateway ----------------------------------------------------------------- */
+
+/* Installs a new snapshot (takes the caller's reference) and hands it to every worker.
+ * Control thread only. */
+void gw_publish(gateway_t *gw, gw_config_t *c, const char *source);
+/* The current snapshot (a new reference). Control thread only. */
+gw_config_t *gw_current(gateway_t *gw);
+/* Applies a config document (PUT /config, SIGHUP): validates it whole, then publishes it.
+ * On error nothing changes and err explains. */
+int gw_apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err);
+/* Replaces one upstream's backends (PUT /upstreams/NAME/backends). SL_ENOUPSTREAM for an
+ * unknown name. */
+int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
+                    sl_error_t *err);
+
+#endif
