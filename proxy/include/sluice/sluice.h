@@ -9,6 +9,7 @@
 #include "error.h"
 #include "log.h"
 #include "http.h"
+#include "lb.h"
 #include "peer.h"
 #include "proxy.h"
 #include "server.h"

@@ -6,11 +6,11 @@
 
 #include "core/core.h"
 #include "gateway/gateway.h"
+#include "sluice/lb.h"
 #include "util/cfg.h"
 #include "util/mem.h"
 
 #define MAX_WEIGHT   1000
-#define MAX_SEQUENCE 8192
 
 static const char *const backend_keys[] = {"address", "weight", NULL};
 
@@ -71,60 +71,13 @@ void gw_backend_free(gw_backend_t *b)
     b->address = NULL;
 }
 
-static uint32_t gcd(uint32_t a, uint32_t b)
-{
-    while (b) {
-        uint32_t t = a % b;
-        a = b;
-        b = t;
-    }
-    return a;
-}
-
 void gw_upstream_build_rotation(gw_upstream_t *u)
 {
     free(u->seq);
-    u->seq = NULL;
-    u->seq_len = 0;
-    size_t n = u->n_backends;
-    if (!n)
-        return;
-    uint32_t g = 0;
-    uint64_t total = 0;
-    for (size_t i = 0; i < n; i++)
-        g = gcd(g, u->backends[i].weight);
-    uint32_t *w = sl_xcalloc(n, sizeof(uint32_t));
-    for (size_t i = 0; i < n; i++) {
-        w[i] = u->backends[i].weight / g;
-        total += w[i];
-    }
-    if (total > MAX_SEQUENCE) {
-        /* Very large weight sums are scaled down; ratios stay within 1/MAX_SEQUENCE. */
-        uint64_t t2 = 0;
-        for (size_t i = 0; i < n; i++) {
-            w[i] = (uint32_t)((uint64_t)w[i] * MAX_SEQUENCE / total);
-            if (!w[i])
-                w[i] = 1;
-            t2 += w[i];
-        }
-        total = t2;
-    }
-    /* Smooth weighted round robin (as nginx): each step every backend gains its weight, the
-     * richest is picked and pays the total. Spreads picks: 3:1 gives a a b a. */
-    int64_t *cur = sl_xcalloc(n, sizeof(int64_t));
-    u->seq = sl_xmalloc(total * sizeof(uint32_t));
-    for (uint64_t k = 0; k < total; k++) {
-        size_t best = 0;
-        for (size_t i = 0; i < n; i++) {
-            cur[i] += w[i];
-            if (cur[i] > cur[best])
-                best = i;
-        }
-        cur[best] -= (int64_t)total;
-        u->seq[k] = (uint32_t)best;
-    }
-    u->seq_len = total;
-    free(cur);
+    uint32_t *w = sl_xcalloc(u->n_backends ? u->n_backends : 1, sizeof(uint32_t));
+    for (size_t i = 0; i < u->n_backends; i++)
+        w[i] = u->backends[i].weight;
+    sl_swrr_sequence(w, u->n_backends, &u->seq, &u->seq_len);
     free(w);
 }
 
