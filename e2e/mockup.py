@@ -4,7 +4,7 @@ It records every request exactly as it arrived (method, target, headers in order
 trailers, which connection) so tests can assert what the upstream saw, and it answers
 according to the path:
 
-  /                     200 "hello\\n"
+  / (and any other path)  200 "hello\\n"
   /echo                 200 with the request body (Content-Length)
   /echo-chunked         200 with the request body, chunked, trailer X-Body-Length
   /headers              200, the request headers as JSON
@@ -85,6 +85,10 @@ class _Conn:
 
 
 class MockUpstream:
+    SCRIPTED = {"echo", "slow-read", "echo-chunked", "headers", "status", "bytes", "stream",
+                "close-delimited", "continue", "garbage", "abort-body", "abort-chunked",
+                "huge-header", "never", "close-once", "conn-close"}
+
     def __init__(self, host="127.0.0.1", port=0):
         self.requests = []
         self.connections = 0
@@ -206,7 +210,7 @@ class MockUpstream:
         parts = path.strip("/").split("/")
         head_only = req.method == "HEAD"
         s = c.sock
-        if path == "/":
+        if path == "/" or parts[0] not in self.SCRIPTED:
             self._send(c, 200, b"hello\n", [("Content-Type", "text/plain")], head_only=head_only)
         elif path in ("/echo", "/slow-read"):
             self._send(c, 200, req.body, [("Content-Type", "application/octet-stream")])
@@ -267,6 +271,4 @@ class MockUpstream:
         elif path == "/conn-close":
             self._send(c, 200, b"bye\n", [("Connection", "close")])
             return False
-        else:
-            self._send(c, 404, b"no such mock path\n", reason="Not Found")
         return True

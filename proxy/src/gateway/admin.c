@@ -19,6 +19,7 @@
 #define MAX_HEAD      (16 * 1024)
 #define MAX_BODY      (16 * 1024 * 1024)
 #define IDLE_MS       30000
+#define LINGER_MS     10000
 
 typedef struct admin_conn admin_conn_t;
 
@@ -60,7 +61,7 @@ struct admin_conn {
     char *body;
     size_t body_len, body_cap;
     size_t head_bytes;
-    bool too_large, done, closing, writing;
+    bool too_large, done, closing, writing, discarding;
     int pending_close;
     admin_conn_t *next, *prev;
 };
@@ -68,6 +69,7 @@ struct admin_conn {
 enum { H_NONE, H_AUTH, H_CTYPE };
 
 static void conn_close(admin_conn_t *c);
+static void on_idle(uv_timer_t *t);
 
 /* ---- responses --------------------------------------------------------------------------- */
 
@@ -78,13 +80,31 @@ typedef struct wreq {
     bool close_after;
 } wreq_t;
 
+static void on_shutdown_done(uv_shutdown_t *req, int status)
+{
+    free(req);
+}
+
 static void on_written(uv_write_t *r, int status)
 {
     wreq_t *w = (wreq_t *)r;
     admin_conn_t *c = w->c;
     c->writing = false;
-    if (status < 0 || w->close_after)
+    if (status < 0) {
         conn_close(c);
+    } else if (w->close_after && c->discarding) {
+        /* A refused upload: the client may still be sending. Keep reading (and dropping) for
+         * a while so it sees our answer instead of a reset. */
+        uv_shutdown_t *sr = sl_xmalloc(sizeof(*sr));
+        if (uv_shutdown(sr, &c->h.stream, on_shutdown_done) != 0) {
+            free(sr);
+            conn_close(c);
+        } else {
+            uv_timer_start(&c->timer, on_idle, LINGER_MS, 0);
+        }
+    } else if (w->close_after) {
+        conn_close(c);
+    }
     free(w->data);
     free(w);
 }
@@ -485,7 +505,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         conn_close(c);
         return;
     }
-    if (nread == 0 || c->writing)
+    if (nread == 0 || c->discarding)
+        return;
+    if (c->writing)
         return;
     uv_timer_again(&c->timer);
     const char *p = buf->base;
@@ -497,12 +519,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             used = (size_t)(llhttp_get_error_pos(&c->parser) - p);
             llhttp_resume(&c->parser);
         } else if (e != HPE_OK) {
-            if (c->too_large)
+            bool big = c->too_large;
+            c->too_large = true; /* closes after the answer */
+            c->discarding = true; /* what follows is dropped */
+            if (big)
                 respond_error(c, 413, "body too large (the limit is 16 MiB)", NULL);
             else
                 respond_error(c, 400, llhttp_get_error_reason(&c->parser), NULL);
-            c->too_large = true; /* closes after the answer */
-            uv_read_stop(s);
             return;
         }
         c->head_bytes += used;

@@ -251,11 +251,8 @@ static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const cha
     gw_config_t *c = NULL;
     if (!rc)
         rc = gw_config_parse(doc, gw->current, &c, err);
-    if (rc) {
-        atomic_fetch_add(&gw->reloads_failed, 1);
-        SL_ERROR("configuration from %s refused: %s", source, err->msg);
+    if (rc)
         return rc;
-    }
     if (keep_hash)
         memcpy(c->hash, keep_hash, sizeof(c->hash));
     atomic_fetch_add(&gw->reloads_ok, 1);
@@ -264,8 +261,24 @@ static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const cha
     return 0;
 }
 
+static int refused(gateway_t *gw, int rc, const char *source, const sl_error_t *err)
+{
+    if (rc) {
+        atomic_fetch_add(&gw->reloads_failed, 1);
+        SL_ERROR("configuration from %s refused: %s", source, err->msg);
+    }
+    return rc;
+}
+
+static int apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err);
+
 /* A new document: the running static part (listeners, admin, dns) with a new dynamic part. */
 int gw_apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err)
+{
+    return refused(gw, apply_json(gw, root, source, err), source, err);
+}
+
+static int apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err)
 {
     if (!cJSON_IsObject(root))
         return sl_error_set(err, SL_ECONFIG, "(top level): expected a mapping, got %s",
@@ -296,8 +309,17 @@ int gw_apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error
     return rc;
 }
 
+static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
+                        const char *source, sl_error_t *err);
+
 int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
                     sl_error_t *err)
+{
+    return refused(gw, set_backends(gw, upstream, list, source, err), source, err);
+}
+
+static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
+                        const char *source, sl_error_t *err)
 {
     if (!gw_config_upstream(gw->current, upstream))
         return sl_error_set(err, SL_ENOUPSTREAM, "unknown upstream \"%s\"", upstream);
