@@ -209,6 +209,7 @@ static void put_config(admin_conn_t *c)
         cJSON_AddBoolToObject(j, "applied", true);
         cJSON_AddStringToObject(j, "hash", gw->current->hash);
         cJSON_AddNumberToObject(j, "generation", (double)gw->current->generation);
+        cJSON_AddNumberToObject(j, "apply_ms", (double)gw->last_apply_us / 1000.0);
         respond_json(c, 200, j, NULL);
         cJSON_Delete(j);
     } else {

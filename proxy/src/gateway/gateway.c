@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gateway/filters/filters.h"
 #include "gateway/runtime.h"
 #include "util/cfg.h"
 #include "util/mem.h"
@@ -165,6 +166,17 @@ static int response_body_filter(sl_session_t *s, void *ctx, sl_body_t *body, boo
     return SL_CONTINUE;
 }
 
+/* Errors answer in the config's format; filter reasons may carry their own status (413). */
+static int fail_to_proxy(sl_session_t *s, void *ctx, int err)
+{
+    const char *reason = sl_session_error_reason(s);
+    int status = err == SL_ECUSTOM ? gw_filter_reason_status(reason) : 0;
+    if (!status)
+        status = sl_session_error_status(s, err);
+    sl_session_respond_error(s, status, reason);
+    return status;
+}
+
 static void logging(sl_session_t *s, void *ctx, int err)
 {
     gw_ctx_t *c = ctx;
@@ -185,6 +197,7 @@ const sl_proxy_hooks_t gw_hooks = {
     .request_body_filter = request_body_filter,
     .response_filter = response_filter,
     .response_body_filter = response_body_filter,
+    .fail_to_proxy = fail_to_proxy,
     .logging = logging,
 };
 
@@ -247,6 +260,7 @@ static bool is_dynamic_key(const char *k)
 static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const char *source,
                      sl_error_t *err)
 {
+    uint64_t t0 = uv_hrtime();
     int rc = gw_discovery_resolve(doc, err);
     gw_config_t *c = NULL;
     if (!rc)
@@ -258,6 +272,8 @@ static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const cha
     atomic_fetch_add(&gw->reloads_ok, 1);
     gw_publish(gw, c, source);
     gw_discovery_sync(gw, sl_server_main_loop(gw->server));
+    gw->last_apply_us = (uv_hrtime() - t0) / 1000;
+    SL_DEBUG("configuration built and published in %.1f ms", (double)gw->last_apply_us / 1000.0);
     return 0;
 }
 

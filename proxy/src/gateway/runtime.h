@@ -39,6 +39,7 @@ struct gateway {
     gw_admin_t *admin;
     gw_discovery_t *discovery;
     uint64_t generation;
+    uint64_t last_apply_us;     /* parse + publish time of the last change (control thread) */
     _Atomic uint64_t reloads_ok, reloads_failed;
     bool ready;                 /* listeners bound and a config loaded */
     bool draining;

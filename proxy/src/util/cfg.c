@@ -314,9 +314,24 @@ static int parse_yaml(const char *text, size_t len, size_t max_nodes, cJSON **ou
     return 0;
 }
 
+/* cJSON turns "\u0000" into a string that silently ends there; refuse it instead. */
+static bool has_nul_escape(const char *text, size_t len)
+{
+    for (const char *p = text; (p = memchr(p, '\\', len - (size_t)(p - text))) != NULL; p += 2) {
+        if ((size_t)(text + len - p) >= 6 && p[1] == 'u' && p[2] == '0' && p[3] == '0' &&
+            p[4] == '0' && p[5] == '0')
+            return true;
+        if ((size_t)(text + len - p) < 2)
+            break;
+    }
+    return false;
+}
+
 static int parse_json(const char *text, size_t len, size_t max_nodes, cJSON **out,
                       sl_error_t *err)
 {
+    if (has_nul_escape(text, len))
+        return sl_error_set(err, SL_ECONFIG, "NUL characters (\\u0000) are not allowed");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
