@@ -8,6 +8,7 @@
 #   SLUICE_BENCH_BIN=build/tools/sl-forward       sluice program (default), or a full template:
 #   SLUICE_BENCH_CMD='build/sluice -c x.yaml --port {port} --up {upstream_port}'
 #   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (h2 row skipped when unset)
+#   BENCH_GATEWAY=0                               skip the gateway part (bench/lib/gateway.py)
 #
 # Writes only under build/bench/. Every process it starts is stopped on exit, failure or Ctrl-C.
 set -u
@@ -42,4 +43,8 @@ while :; do
     wait "$child"; rc=$?
     kill -0 "$child" 2>/dev/null || break
 done
+# The gateway's own figures (cost over the engine, router scaling, reconfiguration).
+if [ "$rc" -eq 0 ] && [ "${BENCH_GATEWAY:-1}" = 1 ]; then
+    "$PY" "$ROOT/bench/lib/gateway.py" || rc=1
+fi
 exit "$rc"

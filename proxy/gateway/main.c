@@ -39,8 +39,9 @@ static int load(const char *path, loaded_t *out, sl_error_t *err)
     if (!rc)
         rc = gw_discovery_resolve(resolved, err);
     if (!rc)
-        rc = gw_config_parse(resolved, NULL, &out->gw, err);
-    cJSON_Delete(resolved);
+        rc = gw_config_parse(resolved, &out->gw, err); /* takes resolved */
+    else
+        cJSON_Delete(resolved);
     if (!rc && out->gw->n_listeners == 0)
         rc = sl_error_set(err, SL_ECONFIG, "listeners: at least one listener is needed");
     if (rc) {

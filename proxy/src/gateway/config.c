@@ -741,10 +741,8 @@ static int index_upstreams(gw_config_t *c, sl_error_t *err)
     return 0;
 }
 
-int gw_config_parse(const cJSON *root, const gw_config_t *prev, gw_config_t **out,
-                    sl_error_t *err)
+int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err)
 {
-    (void)prev; /* rotation state is found by name (state_for) */
     *out = NULL;
     gw_config_t *c = sl_xcalloc(1, sizeof(*c));
     atomic_store(&c->refs, 1);
@@ -766,15 +764,20 @@ int gw_config_parse(const cJSON *root, const gw_config_t *prev, gw_config_t **ou
     }
     if (rc) {
         config_free(c);
+        cJSON_Delete(root);
         return rc;
     }
-    /* The document as given, canonical, is what GET /config shows and what the hash covers. */
+    /* The document as given, canonical, is what GET /config shows and what the hash covers:
+     * the gateway's keys of root, moved (not copied) into the snapshot. */
     c->json = cJSON_CreateObject();
     for (const char *const *k = gw_top_keys; *k; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, *k);
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(root, *k);
         if (v && !cJSON_IsNull(v))
-            cJSON_AddItemToObject(c->json, *k, cJSON_Duplicate(v, 1));
+            cJSON_AddItemToObject(c->json, *k, v);
+        else
+            cJSON_Delete(v);
     }
+    cJSON_Delete(root);
     canonicalize(c->json);
     cJSON *dyn = cJSON_CreateObject();
     for (const char *const *k = gw_dynamic_keys; *k; k++) {

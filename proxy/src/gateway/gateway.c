@@ -264,7 +264,10 @@ static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const cha
     int rc = gw_discovery_resolve(doc, err);
     gw_config_t *c = NULL;
     if (!rc)
-        rc = gw_config_parse(doc, gw->current, &c, err);
+        rc = gw_config_parse(doc, &c, err);
+    else
+        cJSON_Delete(doc);
+    doc = NULL; /* consumed */
     if (rc)
         return rc;
     if (keep_hash)
@@ -286,15 +289,17 @@ static int refused(gateway_t *gw, int rc, const char *source, const sl_error_t *
     return rc;
 }
 
-static int apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err);
+static int apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t *err);
 
 /* A new document: the running static part (listeners, admin, dns) with a new dynamic part. */
-int gw_apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err)
+int gw_apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t *err)
 {
-    return refused(gw, apply_json(gw, root, source, err), source, err);
+    int rc = refused(gw, apply_json(gw, root, source, err), source, err);
+    cJSON_Delete(root);
+    return rc;
 }
 
-static int apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err)
+static int apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t *err)
 {
     if (!cJSON_IsObject(root))
         return sl_error_set(err, SL_ECONFIG, "(top level): expected a mapping, got %s",
@@ -313,16 +318,17 @@ static int apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_e
         return sl_error_set(err, SL_ECONFIG, "%s: unknown key (allowed: upstreams, routes, errors)",
                             k->string);
     }
-    cJSON *doc = cJSON_Duplicate(gw->current->json, 1);
+    /* The static part is small (copied); the dynamic part is moved out of root. */
+    cJSON *doc = cJSON_CreateObject();
+    for (const cJSON *k = gw->current->json->child; k; k = k->next)
+        if (!is_dynamic_key(k->string))
+            cJSON_AddItemToObject(doc, k->string, cJSON_Duplicate(k, 1));
     for (const char *const *d = gw_dynamic_keys; *d; d++) {
-        cJSON_DeleteItemFromObjectCaseSensitive(doc, *d);
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, *d);
+        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(root, *d);
         if (v)
-            cJSON_AddItemToObject(doc, *d, cJSON_Duplicate(v, 1));
+            cJSON_AddItemToObject(doc, *d, v);
     }
-    int rc = apply_doc(gw, doc, NULL, source, err);
-    cJSON_Delete(doc);
-    return rc;
+    return apply_doc(gw, doc, NULL, source, err);
 }
 
 static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
@@ -349,9 +355,7 @@ static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
     /* The pushed desired state did not change: keep its hash so the watcher does not re-push. */
     char hash[65];
     memcpy(hash, gw->current->hash, sizeof(hash));
-    int rc = apply_doc(gw, doc, hash, source, err);
-    cJSON_Delete(doc);
-    return rc;
+    return apply_doc(gw, doc, hash, source, err);
 }
 
 void gw_reload_file(gateway_t *gw)
@@ -386,8 +390,8 @@ void gw_reload_file(gateway_t *gw)
     }
     if (gw_apply_json(gw, dyn, "SIGHUP", &err) != 0)
         SL_ERROR("reload refused, the running configuration stays: %s", err.msg);
-    cJSON_Delete(dyn);
-    cJSON_Delete(root);
+    cJSON_Delete(gw->file_doc);
+    gw->file_doc = root;
 }
 
 /* ---- construction ------------------------------------------------------------------------ */

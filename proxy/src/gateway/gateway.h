@@ -183,10 +183,9 @@ struct gw_config {
 extern const char *const gw_top_keys[];
 
 /* Parses a whole config tree (process keys are checked by sl_server_conf; here only the
- * gateway part). On error returns SL_ECONFIG with the key path in err. `prev` (may be NULL)
- * lets unchanged upstreams keep their rotation state. */
-int gw_config_parse(const cJSON *root, const gw_config_t *prev, gw_config_t **out,
-                    sl_error_t *err);
+ * gateway part). Takes ownership of root (it becomes the snapshot's document, without copying
+ * 10,000 routes twice). On error returns SL_ECONFIG with the key path in err. */
+int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err);
 /* Replaces u's backends from a JSON list (at least one entry). */
 int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *path,
                              sl_error_t *err);
@@ -208,8 +207,8 @@ void gw_publish(gateway_t *gw, gw_config_t *c, const char *source);
 /* The current snapshot (a new reference). Control thread only. */
 gw_config_t *gw_current(gateway_t *gw);
 /* Applies a config document (PUT /config, SIGHUP): validates it whole, then publishes it.
- * On error nothing changes and err explains. */
-int gw_apply_json(gateway_t *gw, const cJSON *root, const char *source, sl_error_t *err);
+ * On error nothing changes and err explains. Takes ownership of root. */
+int gw_apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t *err);
 /* Replaces one upstream's backends (PUT /upstreams/NAME/backends). SL_ENOUPSTREAM for an
  * unknown name. */
 int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,

@@ -15,8 +15,7 @@ static gw_config_t *load(const char *yaml)
     cr_assert_eq(sl__cfg_parse(yaml, strlen(yaml), SL_CFG_YAML, 1u << 22, &root, &err), 0, "%s",
                  err.msg);
     gw_config_t *c = NULL;
-    int rc = gw_config_parse(root, NULL, &c, &err);
-    cJSON_Delete(root);
+    int rc = gw_config_parse(root, &c, &err); /* takes root */
     cr_assert_eq(rc, 0, "%s", err.msg);
     return c;
 }
