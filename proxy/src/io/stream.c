@@ -291,9 +291,35 @@ static void stream_maybe_free(sl_stream_t *s)
         free(s);
 }
 
+/* A closing stream's due write callbacks run before its close callback, as libuv runs the
+ * cancelled ones: owners free their state in the close callback. */
+static void run_due_callbacks(sl_stream_t *s)
+{
+    sl_write_req_t **pp = &done_head, *prev = NULL;
+    while (*pp && s->deferred) {
+        sl_write_req_t *r = *pp;
+        if (r->stream != s) {
+            prev = r;
+            pp = &r->next_free;
+            continue;
+        }
+        *pp = r->next_free;
+        if (done_tail == r)
+            done_tail = prev;
+        sl_stream_write_cb cb = r->cb;
+        void *arg = r->arg;
+        req_put(r);
+        s->deferred--;
+        if (cb)
+            cb(s, 0, arg);
+    }
+}
+
 static void on_close(uv_handle_t *h)
 {
     sl_stream_t *s = h->data;
+    if (s->deferred)
+        run_due_callbacks(s);
     if (s->shutdown_req)
         s->shutdown_req->data = NULL; /* its callback (ECANCELED) must not touch us */
     if (s->close_cb)
