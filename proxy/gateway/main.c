@@ -36,14 +36,24 @@ static int load(const char *path, loaded_t *out, sl_error_t *err)
     out->conf.grace_period_seconds = 30;
     rc = sl__server_conf_from_tree(&out->conf, root, gw_top_keys, err);
     cJSON *resolved = cJSON_Duplicate(root, 1);
+    if (!cJSON_GetObjectItemCaseSensitive(resolved, "listeners")) {
+        /* No listeners in the file: the built-in one (a process-keys-only file still serves). */
+        cJSON *defaults = cJSON_Parse(default_doc);
+        cJSON_AddItemToObject(resolved, "listeners",
+                              cJSON_DetachItemFromObjectCaseSensitive(defaults, "listeners"));
+        cJSON_Delete(defaults);
+    }
     if (!rc)
         rc = gw_discovery_resolve(resolved, err);
     if (!rc)
         rc = gw_config_parse(resolved, &out->gw, err); /* takes resolved */
     else
         cJSON_Delete(resolved);
-    if (!rc && out->gw->n_listeners == 0)
+    if (!rc && out->gw->n_listeners == 0) {
         rc = sl_error_set(err, SL_ECONFIG, "listeners: at least one listener is needed");
+        gw_config_release(out->gw);
+        out->gw = NULL;
+    }
     if (rc) {
         sl_server_conf_release(&out->conf);
         cJSON_Delete(root);
