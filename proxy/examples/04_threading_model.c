@@ -18,8 +18,9 @@ static void on_tick(uv_timer_t *t)
     reporter_t *r = t->data;
     char name[16] = "unnamed";
     pthread_getname_np(pthread_self(), name, sizeof(name));
-    SL_INFO("I am running on thread: ThreadId(%ld) (%s, worker %u, BG %s)", (long)syscall(SYS_gettid),
-            name, sl_worker_id(sl_bg_task_worker(r->task)), sl_bg_task_name(r->task));
+    SL_INFO("I am running on thread: ThreadId(%ld) (%s, worker %u, BG %s)",
+            (long)syscall(SYS_gettid), name, sl_worker_id(sl_bg_task_worker(r->task)),
+            sl_bg_task_name(r->task));
 }
 
 static void on_closed(uv_handle_t *h)

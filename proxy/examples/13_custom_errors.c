@@ -23,8 +23,7 @@ static int fail_to_proxy(sl_session_t *s, void *ctx, int err)
 {
     const char *reason = sl_session_error_reason(s);
     SL_ERROR("Entered fail_to_proxy with error: %s", reason ? reason : sl_strerror(err));
-    int code = (err == SL_ECUSTOM && reason && strcmp(reason, "SimulatedFailure") == 0) ? 400
-                                                                                         : 500;
+    int code = (err == SL_ECUSTOM && reason && strcmp(reason, "SimulatedFailure") == 0) ? 400 : 500;
     char body[160];
     int n = snprintf(body, sizeof(body),
                      "{\"status\": \"error\", \"code\": %d, \"message\": \"We caught a custom "

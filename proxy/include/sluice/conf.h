@@ -27,24 +27,24 @@ void sl_opt_usage(const char *prog);
 typedef struct sl_server_conf {
     int version;
     bool daemon;
-    char *error_log;  /* NULL: stderr */
-    char *pid_file;   /* default /tmp/pingora.pid */
+    char *error_log;    /* NULL: stderr */
+    char *pid_file;     /* default /tmp/pingora.pid */
     char *upgrade_sock; /* default /tmp/pingora_upgrade.sock */
     char *user;
     char *group;
-    int threads;       /* default 1 */
+    int threads;               /* default 1 */
     int listener_tasks_per_fd; /* accepted for compatibility; each worker owns its sockets */
     bool work_stealing;        /* accepted; sluice always runs shared-nothing workers */
     char *ca_file;
-    long grace_period_seconds; /* -1: unset (then 300, Pingora's EXIT_TIMEOUT) */
+    long grace_period_seconds;              /* -1: unset (then 300, Pingora's EXIT_TIMEOUT) */
     long graceful_shutdown_timeout_seconds; /* -1: unset (then 5) */
     char **client_bind_to_ipv4;
     size_t n_client_bind_to_ipv4;
     char **client_bind_to_ipv6;
     size_t n_client_bind_to_ipv6;
-    size_t upstream_keepalive_pool_size; /* default 128 */
-    long upstream_connect_offload_threadpools;      /* -1: unset */
-    long upstream_connect_offload_thread_per_pool;  /* -1: unset */
+    size_t upstream_keepalive_pool_size;           /* default 128 */
+    long upstream_connect_offload_threadpools;     /* -1: unset */
+    long upstream_connect_offload_thread_per_pool; /* -1: unset */
     bool upstream_debug_ssl_keylog;
     int max_retries; /* default 16 */
 } sl_server_conf_t;

@@ -11,30 +11,30 @@
 
 enum {
     SL_EBASE = -5000,
-    SL_ECONFIG = SL_EBASE - 1,         /* invalid configuration */
-    SL_EPARSE = SL_EBASE - 2,          /* malformed input */
+    SL_ECONFIG = SL_EBASE - 1, /* invalid configuration */
+    SL_EPARSE = SL_EBASE - 2,  /* malformed input */
     SL_ETIMEDOUT_CONNECT = SL_EBASE - 3,
     SL_ETIMEDOUT_READ = SL_EBASE - 4,
     SL_ETIMEDOUT_WRITE = SL_EBASE - 5,
     SL_EUPSTREAM_PROTO = SL_EBASE - 6, /* upstream spoke garbage */
     SL_EUPSTREAM_CLOSED = SL_EBASE - 7,
     SL_EDOWNSTREAM_CLOSED = SL_EBASE - 8,
-    SL_ETOOLARGE = SL_EBASE - 9,       /* a cap was hit */
+    SL_ETOOLARGE = SL_EBASE - 9, /* a cap was hit */
     SL_EHEADER_TOO_LARGE = SL_EBASE - 10,
     SL_EURI_TOO_LONG = SL_EBASE - 11,
     SL_EBODY_TOO_LARGE = SL_EBASE - 12,
     SL_ENOROUTE = SL_EBASE - 13,
-    SL_ECUSTOM = SL_EBASE - 14,        /* raised by a hook; see sl_session_error_reason() */
+    SL_ECUSTOM = SL_EBASE - 14, /* raised by a hook; see sl_session_error_reason() */
     SL_EINTERNAL = SL_EBASE - 15,
     SL_ETLS = SL_EBASE - 16,
     SL_EDNS = SL_EBASE - 17,
     SL_EUPSTREAM_HEADER_TOO_LARGE = SL_EBASE - 18,
-    SL_EPENDING = SL_EBASE - 19,       /* not an error: the operation completes later */
+    SL_EPENDING = SL_EBASE - 19, /* not an error: the operation completes later */
     SL_ESHUTDOWN = SL_EBASE - 20,
     SL_EHEADER_READ_TIMEOUT = SL_EBASE - 21,
     SL_EBODY_READ_TIMEOUT = SL_EBASE - 22,
     SL_ETUNNEL = SL_EBASE - 23,
-    SL_ENOUPSTREAM = SL_EBASE - 24,    /* no backend available */
+    SL_ENOUPSTREAM = SL_EBASE - 24, /* no backend available */
     SL_EH2 = SL_EBASE - 25,
     SL_ELAST = SL_EBASE - 26,
 };

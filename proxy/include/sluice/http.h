@@ -66,9 +66,9 @@ bool sl_headers_has_token(const sl_headers_t *h, const char *name, const char *t
 /* ---- request and response headers ------------------------------------------------------- */
 
 typedef struct sl_request_header {
-    sl_str_t method;  /* "GET" */
-    sl_str_t uri;     /* request target as sent upstream: path and query ("/a/b?x=1") */
-    int version;      /* 10, 11 or 20 */
+    sl_str_t method; /* "GET" */
+    sl_str_t uri;    /* request target as sent upstream: path and query ("/a/b?x=1") */
+    int version;     /* 10, 11 or 20 */
     sl_headers_t headers;
 } sl_request_header_t;
 

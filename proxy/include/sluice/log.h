@@ -48,10 +48,10 @@ void sl_log_vwrite(sl_log_level_t level, const char *tag, const char *fmt, va_li
 #define SL_LOG_TAG "sluice"
 #endif
 
-#define SL_LOG_AT(lvl, ...)                                                                        \
-    do {                                                                                           \
-        if (sl_log_enabled(lvl))                                                                   \
-            sl_log_write(lvl, SL_LOG_TAG, __VA_ARGS__);                                            \
+#define SL_LOG_AT(lvl, ...)                             \
+    do {                                                \
+        if (sl_log_enabled(lvl))                        \
+            sl_log_write(lvl, SL_LOG_TAG, __VA_ARGS__); \
     } while (0)
 #define SL_ERROR(...) SL_LOG_AT(SL_LOG_ERROR, __VA_ARGS__)
 #define SL_WARN(...)  SL_LOG_AT(SL_LOG_WARN, __VA_ARGS__)

@@ -20,7 +20,7 @@ typedef struct sl_peer {
     struct sockaddr_storage addr; /* AF_INET, AF_INET6 or AF_UNIX */
     unsigned addr_len;
     bool tls;
-    char sni[256];       /* TLS server name; also the default upstream Host name for logs */
+    char sni[256]; /* TLS server name; also the default upstream Host name for logs */
     sl_peer_options_t options;
 } sl_peer_t;
 

@@ -67,11 +67,11 @@ typedef struct sl_proxy_hooks {
 
 /* Limits and timeouts of the downstream side. */
 typedef struct sl_http_options {
-    size_t max_request_line;   /* 414 beyond (default 8 KiB) */
-    size_t max_header_size;    /* whole header block, 431 beyond (default 32 KiB) */
-    size_t max_headers;        /* header count, 431 beyond (default 100) */
-    uint64_t header_timeout_ms;  /* first byte to end of headers, 408 beyond (default 10 s) */
-    uint64_t body_timeout_ms;    /* between two reads of a request body (default 60 s) */
+    size_t max_request_line;       /* 414 beyond (default 8 KiB) */
+    size_t max_header_size;        /* whole header block, 431 beyond (default 32 KiB) */
+    size_t max_headers;            /* header count, 431 beyond (default 100) */
+    uint64_t header_timeout_ms;    /* first byte to end of headers, 408 beyond (default 10 s) */
+    uint64_t body_timeout_ms;      /* between two reads of a request body (default 60 s) */
     uint64_t keepalive_timeout_ms; /* idle between requests (default 60 s; 0 disables keep-alive) */
     size_t max_requests_per_conn;  /* 0: unlimited */
     bool add_forwarded_headers;    /* X-Forwarded-For/-Proto/-Host (default true) */
@@ -87,12 +87,12 @@ sl_http_options_t *sl_http_proxy_options(sl_service_t *service);
 
 /* Counters of a proxy service, summed over its workers (any thread, approximate while it runs). */
 typedef struct sl_http_stats {
-    uint64_t accepted;      /* client connections accepted */
-    uint64_t requests;      /* requests started */
-    long open;              /* client connections open */
-    long active;            /* of which in a request */
-    long upstream_open;     /* upstream connections open */
-    long upstream_idle;     /* of which idle in the pool */
+    uint64_t accepted;        /* client connections accepted */
+    uint64_t requests;        /* requests started */
+    long open;                /* client connections open */
+    long active;              /* of which in a request */
+    long upstream_open;       /* upstream connections open */
+    long upstream_idle;       /* of which idle in the pool */
     uint64_t upstream_reused; /* requests that reused a pooled connection */
 } sl_http_stats_t;
 void sl_http_proxy_stats(sl_service_t *service, sl_http_stats_t *out);

@@ -22,7 +22,7 @@
 #include "error.h"
 
 /* The struct of type `type` whose member `member` is at ptr. */
-#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define sl_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 typedef struct sl_server sl_server_t;
 typedef struct sl_service sl_service_t;

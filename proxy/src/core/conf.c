@@ -100,8 +100,8 @@ long sl_server_conf_shutdown_timeout(const sl_server_conf_t *c)
     return c->graceful_shutdown_timeout_seconds >= 0 ? c->graceful_shutdown_timeout_seconds : 5;
 }
 
-int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root,
-                              const char *const *extra_keys, sl_error_t *err)
+int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root, const char *const *extra_keys,
+                              sl_error_t *err)
 {
     int rc = sl__cfg_expect_object(root, "", err);
     if (rc)
@@ -133,8 +133,8 @@ int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root,
         (rc = sl__cfg_get_str(root, "", "group", false, &c->group, err)) ||
         (rc = sl__cfg_get_str(root, "", "ca_file", false, &c->ca_file, err)) ||
         (rc = sl__cfg_get_bool(root, "", "work_stealing", &c->work_stealing, err)) ||
-        (rc = sl__cfg_get_bool(root, "", "upstream_debug_ssl_keylog",
-                               &c->upstream_debug_ssl_keylog, err)) ||
+        (rc = sl__cfg_get_bool(root, "", "upstream_debug_ssl_keylog", &c->upstream_debug_ssl_keylog,
+                               err)) ||
         (rc = sl__cfg_get_str_list(root, "", "client_bind_to_ipv4", &c->client_bind_to_ipv4,
                                    &c->n_client_bind_to_ipv4, err)) ||
         (rc = sl__cfg_get_str_list(root, "", "client_bind_to_ipv6", &c->client_bind_to_ipv6,

@@ -13,7 +13,7 @@
 struct sl_shutdown_watch {
     bool requested;
     bool expired;
-    sl_shutdown_sub_t head;        /* circular list sentinels */
+    sl_shutdown_sub_t head; /* circular list sentinels */
     sl_shutdown_sub_t expire_head;
 };
 void sl__shutdown_watch_init(sl_shutdown_watch_t *w);
@@ -29,8 +29,8 @@ typedef struct sl_endpoint {
     char *spec;                   /* as given: "0.0.0.0:6142" or "unix:/path" */
     struct sockaddr_storage addr; /* resolved bind address */
     socklen_t addr_len;
-    int perms;                    /* unix sockets */
-    int *fds;                     /* listening sockets, one or more per worker */
+    int perms; /* unix sockets */
+    int *fds;  /* listening sockets, one or more per worker */
     size_t n_fds;
     int bound_port;
     sl_service_t *service;

@@ -133,8 +133,9 @@ static int uds_socket(sl_endpoint_t *ep, int *out, sl_error_t *err)
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
             close(fd);
-            return sl_error_set(err, SL_ECONFIG, "cannot listen on %s: %s exists and is not a socket",
-                                ep->spec, path);
+            return sl_error_set(err, SL_ECONFIG,
+                                "cannot listen on %s: %s exists and is not a socket", ep->spec,
+                                path);
         }
         /* Someone still listening there? Then it is in use. */
         int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -23,8 +23,7 @@ void sl_opt_usage(const char *prog)
 
 static int usage_error(const char *prog, const char *what, const char *arg)
 {
-    fprintf(stderr, "%s: %s '%s'\nTry '%s --help' for more information.\n", prog, what, arg,
-            prog);
+    fprintf(stderr, "%s: %s '%s'\nTry '%s --help' for more information.\n", prog, what, arg, prog);
     return SL_EPARSE;
 }
 

@@ -422,8 +422,7 @@ static int prepare_process(sl_server_t *s, sl_error_t *err)
                                 strerror(-rc));
         if (s->conf.error_log) {
             if ((rc = sl_log_open(s->conf.error_log)))
-                return sl_error_set(err, rc, "error_log %s: %s", s->conf.error_log,
-                                    strerror(-rc));
+                return sl_error_set(err, rc, "error_log %s: %s", s->conf.error_log, strerror(-rc));
             dup2(2, 1);
         } else {
             dup2(1, 2); /* stdout is /dev/null already */

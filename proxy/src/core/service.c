@@ -8,8 +8,7 @@
 #define SL_LOG_TAG "service"
 #include "sluice/log.h"
 
-sl_service_t *sl_listening_service_new(const char *name, const sl_server_app_t *app,
-                                       void *app_data)
+sl_service_t *sl_listening_service_new(const char *name, const sl_server_app_t *app, void *app_data)
 {
     sl_service_t *svc = sl_xcalloc(1, sizeof(*svc));
     svc->kind = SL_SVC_LISTENING;

@@ -21,8 +21,8 @@
 #define SL_LOG_TAG "upgrade"
 #include "sluice/log.h"
 
-#define BATCH    128
-#define MSG_MAX  65536
+#define BATCH   128
+#define MSG_MAX 65536
 
 static int uds_addr(const char *path, struct sockaddr_un *un, sl_error_t *err)
 {
@@ -54,8 +54,8 @@ static int recv_batch(int conn, sl_inherited_t **list, size_t *total, sl_error_t
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {.iov_base = buf, .iov_len = MSG_MAX};
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
-                         .msg_controllen = sizeof(ctl.b)};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b, .msg_controllen = sizeof(ctl.b)};
     ssize_t n = recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
     if (n <= 0) {
         free(buf);

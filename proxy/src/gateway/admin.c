@@ -16,10 +16,10 @@
 #define SL_LOG_TAG "admin"
 #include "sluice/log.h"
 
-#define MAX_HEAD      (16 * 1024)
-#define MAX_BODY      (16 * 1024 * 1024)
-#define IDLE_MS       30000
-#define LINGER_MS     10000
+#define MAX_HEAD  (16 * 1024)
+#define MAX_BODY  (16 * 1024 * 1024)
+#define IDLE_MS   30000
+#define LINGER_MS 10000
 
 typedef struct admin_conn admin_conn_t;
 
@@ -47,7 +47,7 @@ struct admin_conn {
     uv_timer_t timer;
     gw_admin_t *admin;
     llhttp_t parser;
-    char *head;      /* url, then "name\0value\0" pairs we care about */
+    char *head; /* url, then "name\0value\0" pairs we care about */
     size_t head_len;
     char url[2048];
     size_t url_len;
@@ -522,7 +522,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             llhttp_resume(&c->parser);
         } else if (e != HPE_OK) {
             bool big = c->too_large;
-            c->too_large = true; /* closes after the answer */
+            c->too_large = true;  /* closes after the answer */
             c->discarding = true; /* what follows is dropped */
             if (big)
                 respond_error(c, 413, "body too large (the limit is 16 MiB)", NULL);

@@ -17,18 +17,17 @@
 #define SL_LOG_TAG "config"
 #include "sluice/log.h"
 
-const char *const gw_top_keys[] = {"admin", "dns", "listeners", "upstreams", "routes", "errors",
-                                   NULL};
+const char *const gw_top_keys[] = {"admin",  "dns",    "listeners", "upstreams",
+                                   "routes", "errors", NULL};
 const char *const gw_dynamic_keys[] = {"upstreams", "routes", "errors", NULL};
 
-static const char *const listener_keys[] = {"name", "listen", "protocol", "tls", "upstream",
-                                            NULL};
-static const char *const upstream_keys[] = {"backends", "lb", "discovery", "protocol", "host",
-                                            "tls", "timeouts", "tunnel", NULL};
+static const char *const listener_keys[] = {"name", "listen", "protocol", "tls", "upstream", NULL};
+static const char *const upstream_keys[] = {"backends", "lb",       "discovery", "protocol", "host",
+                                            "tls",      "timeouts", "tunnel",    NULL};
 static const char *const timeout_keys[] = {"connect", "read", "write", "idle", NULL};
 static const char *const discovery_keys[] = {"file", "interval", NULL};
-static const char *const route_keys[] = {"name", "match", "upstream", "timeouts", "filters",
-                                         "respond", NULL};
+static const char *const route_keys[] = {"name",    "match",   "upstream", "timeouts",
+                                         "filters", "respond", NULL};
 static const char *const match_keys[] = {"host", "path", "path_type", "methods", "headers", NULL};
 static const char *const respond_keys[] = {"status", "body", "headers", NULL};
 static const char *const errors_keys[] = {"format", NULL};
@@ -162,8 +161,8 @@ static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
                                     "%s.protocol: tcp listeners are not supported by this build "
                                     "yet",
                                     p);
-            return sl_error_set(err, SL_ECONFIG, "%s.protocol: unknown value \"%s\" (http, tcp)",
-                                p, gl->protocol);
+            return sl_error_set(err, SL_ECONFIG, "%s.protocol: unknown value \"%s\" (http, tcp)", p,
+                                gl->protocol);
         }
         if ((rc = not_yet(l, p, "tls", "TLS", err)) ||
             (rc = not_yet(l, p, "upstream", "a tcp listener's upstream", err)))
@@ -220,8 +219,7 @@ static int parse_backends(gw_upstream_t *u, const cJSON *list, const char *path,
     return 0;
 }
 
-int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *path,
-                             sl_error_t *err)
+int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *path, sl_error_t *err)
 {
     int rc = parse_backends(u, list, path, err);
     if (rc)
@@ -292,8 +290,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     }
     if (!u->n_backends && !u->discovery_file)
         return sl_error_set(err, SL_ECONFIG,
-                            "%s: an upstream needs at least one backend (or a discovery file)",
-                            bp);
+                            "%s: an upstream needs at least one backend (or a discovery file)", bp);
     u->state = state_for(name);
     gw_upstream_build_rotation(u);
     return 0;
@@ -305,8 +302,9 @@ static int parse_upstreams(gw_config_t *c, const cJSON *root, sl_error_t *err)
     if (!us || cJSON_IsNull(us))
         return 0;
     if (!cJSON_IsObject(us))
-        return sl_error_set(err, SL_ECONFIG, "upstreams: expected a mapping of name to upstream, "
-                                             "got %s",
+        return sl_error_set(err, SL_ECONFIG,
+                            "upstreams: expected a mapping of name to upstream, "
+                            "got %s",
                             sl__cfg_type_name(us));
     size_t n = (size_t)cJSON_GetArraySize(us);
     c->upstreams = sl_xcalloc(n ? n : 1, sizeof(gw_upstream_t *));
@@ -419,8 +417,8 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
                                 sl__cfg_type_name(ms));
         size_t i = 0;
         for (const cJSON *e = ms->child; e; e = e->next, i++) {
-            uint32_t bit = cJSON_IsString(e) ? gw_method_bit(e->valuestring, strlen(e->valuestring))
-                                             : 0;
+            uint32_t bit =
+                cJSON_IsString(e) ? gw_method_bit(e->valuestring, strlen(e->valuestring)) : 0;
             if (!bit) {
                 char ep[SL_CFG_PATH_MAX];
                 sl__cfg_path_index(ep, sizeof(ep), mp, i);
@@ -437,8 +435,9 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
         char hp[SL_CFG_PATH_MAX];
         sl__cfg_path_key(hp, sizeof(hp), p, "headers");
         if (!cJSON_IsObject(hs))
-            return sl_error_set(err, SL_ECONFIG, "%s: expected a mapping of header to value, got %s",
-                                hp, sl__cfg_type_name(hs));
+            return sl_error_set(err, SL_ECONFIG,
+                                "%s: expected a mapping of header to value, got %s", hp,
+                                sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
         r->headers = sl_xcalloc(n ? n : 1, sizeof(gw_header_match_t));
         for (const cJSON *h = hs->child; h; h = h->next) {
@@ -476,8 +475,9 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
         char hp[SL_CFG_PATH_MAX];
         sl__cfg_path_key(hp, sizeof(hp), p, "headers");
         if (!cJSON_IsObject(hs))
-            return sl_error_set(err, SL_ECONFIG, "%s: expected a mapping of header to value, got %s",
-                                hp, sl__cfg_type_name(hs));
+            return sl_error_set(err, SL_ECONFIG,
+                                "%s: expected a mapping of header to value, got %s", hp,
+                                sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
         rs->headers = sl_xcalloc(n ? n : 1, sizeof(sl_header_t));
         for (const cJSON *h = hs->child; h; h = h->next) {

@@ -54,17 +54,17 @@ static void free_ctx(sl_session_t *s, void *ctx)
 }
 
 /* Runs one hook of every filter of the route, in order; stops at the first non-CONTINUE. */
-#define RUN_FILTERS(c, hook, ...)                                                                  \
-    do {                                                                                           \
-        gw_route_t *r_ = (c)->route;                                                               \
-        for (size_t i_ = 0; r_ && i_ < r_->n_filters; i_++) {                                      \
-            const gw_filter_t *f_ = &r_->filters[i_];                                              \
-            if (!f_->kind->hook)                                                                   \
-                continue;                                                                          \
-            int rc_ = f_->kind->hook(f_->state, (c)->scratch + f_->scratch_offset, __VA_ARGS__);   \
-            if (rc_ != SL_CONTINUE)                                                                \
-                return rc_;                                                                        \
-        }                                                                                          \
+#define RUN_FILTERS(c, hook, ...)                                                                \
+    do {                                                                                         \
+        gw_route_t *r_ = (c)->route;                                                             \
+        for (size_t i_ = 0; r_ && i_ < r_->n_filters; i_++) {                                    \
+            const gw_filter_t *f_ = &r_->filters[i_];                                            \
+            if (!f_->kind->hook)                                                                 \
+                continue;                                                                        \
+            int rc_ = f_->kind->hook(f_->state, (c)->scratch + f_->scratch_offset, __VA_ARGS__); \
+            if (rc_ != SL_CONTINUE)                                                              \
+                return rc_;                                                                      \
+        }                                                                                        \
     } while (0)
 
 static int request_filter(sl_session_t *s, void *ctx)
@@ -73,8 +73,8 @@ static int request_filter(sl_session_t *s, void *ctx)
     const gw_config_t *cfg = c->snap->cfg;
     sl_request_header_t *req = sl_session_req(s);
     const sl_str_t *host = sl_headers_get(&req->headers, "host");
-    c->route = gw_router_match(cfg->router, host ? *host : (sl_str_t){NULL, 0}, sl_request_path(req),
-                               req->method, &req->headers);
+    c->route = gw_router_match(cfg->router, host ? *host : (sl_str_t){NULL, 0},
+                               sl_request_path(req), req->method, &req->headers);
     if (!c->route) {
         sl_session_respond_error(s, 404, "no route");
         return SL_DONE;
@@ -331,8 +331,8 @@ static int apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t
     return apply_doc(gw, doc, NULL, source, err);
 }
 
-static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
-                        const char *source, sl_error_t *err);
+static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
+                        sl_error_t *err);
 
 int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
                     sl_error_t *err)
@@ -340,8 +340,8 @@ int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, cons
     return refused(gw, set_backends(gw, upstream, list, source, err), source, err);
 }
 
-static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list,
-                        const char *source, sl_error_t *err)
+static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
+                        sl_error_t *err)
 {
     if (!gw_config_upstream(gw->current, upstream))
         return sl_error_set(err, SL_ENOUPSTREAM, "unknown upstream \"%s\"", upstream);
@@ -403,8 +403,8 @@ gateway_t *gw_new(sl_server_t *server, gw_config_t *initial, const cJSON *file_d
     gw->server = server;
     gw->conf_path = conf_path;
     gw->file_doc = file_doc ? cJSON_Duplicate(file_doc, 1) : cJSON_CreateObject();
-    gw->n_workers = (size_t)(sl_server_conf(server)->threads > 0 ? sl_server_conf(server)->threads
-                                                                  : 1);
+    gw->n_workers =
+        (size_t)(sl_server_conf(server)->threads > 0 ? sl_server_conf(server)->threads : 1);
     gw->workers = sl_xcalloc(gw->n_workers, sizeof(gw_worker_t));
     initial->generation = ++gw->generation;
     gw->current = initial;

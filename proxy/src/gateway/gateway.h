@@ -36,7 +36,7 @@ typedef struct gw_backend {
     char *address;                /* as written: "172.28.0.20:8080", "unix:/path" */
     struct sockaddr_storage addr; /* resolved */
     unsigned addr_len;
-    uint32_t weight;              /* >= 1 */
+    uint32_t weight; /* >= 1 */
 } gw_backend_t;
 
 typedef enum gw_lb { GW_LB_ROUND_ROBIN } gw_lb_t;
@@ -57,9 +57,9 @@ struct gw_upstream {
     uint32_t *seq;
     size_t seq_len;
     gw_lb_t lb;
-    char *host;              /* Host header sent upstream, NULL: the client's */
+    char *host; /* Host header sent upstream, NULL: the client's */
     gw_timeouts_t timeouts;
-    char *discovery_file;    /* NULL: no file discovery */
+    char *discovery_file; /* NULL: no file discovery */
     uint64_t discovery_interval_ms;
     gw_upstream_state_t *state;
 };
@@ -119,13 +119,13 @@ typedef struct gw_respond {
 } gw_respond_t;
 
 struct gw_route {
-    char *name;           /* "routes[3]" when none was given */
-    size_t index;         /* file order */
-    char *host;           /* NULL: any host; "*.example.com": one-label wildcard */
-    char *path;           /* "/": everything (prefix) */
+    char *name;   /* "routes[3]" when none was given */
+    size_t index; /* file order */
+    char *host;   /* NULL: any host; "*.example.com": one-label wildcard */
+    char *path;   /* "/": everything (prefix) */
     gw_path_type_t path_type;
-    void *regex;          /* pcre2_code * for GW_PATH_REGEX */
-    uint32_t methods;     /* bit mask of gw_method_bit(); 0: any */
+    void *regex;      /* pcre2_code * for GW_PATH_REGEX */
+    uint32_t methods; /* bit mask of gw_method_bit(); 0: any */
     gw_header_match_t *headers;
     size_t n_headers;
     gw_upstream_t *upstream; /* NULL with respond */
@@ -133,7 +133,7 @@ struct gw_route {
     gw_timeouts_t timeouts;
     gw_filter_t *filters;
     size_t n_filters;
-    size_t scratch_size;  /* sum of the filters' scratch */
+    size_t scratch_size; /* sum of the filters' scratch */
 };
 
 /* Bit for a method name ("GET" -> 1 << n), 0 for an unknown one. */
@@ -169,14 +169,14 @@ struct gw_config {
     gw_route_t **routes;
     size_t n_routes;
     gw_router_t *router;
-    char *error_format;  /* json | html | text */
+    char *error_format; /* json | html | text */
     char *admin_listen;
-    char *admin_token;   /* "" or NULL: no token */
+    char *admin_token; /* "" or NULL: no token */
     char **dns_servers;
     size_t n_dns_servers;
     struct sl_hmap *upstream_index; /* name -> gw_upstream_t* */
-    cJSON *json;         /* the effective document, canonical (GET /config) */
-    char hash[65];       /* sha256 of the canonical dynamic part as last applied whole */
+    cJSON *json;                    /* the effective document, canonical (GET /config) */
+    char hash[65];                  /* sha256 of the canonical dynamic part as last applied whole */
 };
 
 /* Keys of the gateway schema (beyond the process keys of sl_server_conf). */

@@ -114,7 +114,7 @@ static named_hist_t *named(gw_metrics_t *m, sl_hmap_t *map, const char *name)
 
 static const char *method_label(sl_str_t m)
 {
-    static const char *const known[] = {"GET",     "HEAD",  "POST",    "PUT",  "DELETE",
+    static const char *const known[] = {"GET",     "HEAD",  "POST",    "PUT",   "DELETE",
                                         "OPTIONS", "PATCH", "CONNECT", "TRACE", NULL};
     for (const char *const *k = known; *k; k++)
         if (sl_str_eq(m, sl_str(*k)))
@@ -280,8 +280,9 @@ static void render_requests(gateway_t *gw, out_t *o)
         req_entry_t *t = sum.slots[i].value;
         if (!sum.slots[i].key || !t)
             continue;
-        outf(o, "sluice_requests_total{route=\"%s\",upstream=\"%s\",code=\"%d\",method=\"%s\"} "
-                "%llu\n",
+        outf(o,
+             "sluice_requests_total{route=\"%s\",upstream=\"%s\",code=\"%d\",method=\"%s\"} "
+             "%llu\n",
              esc(t->route, r, sizeof(r)), esc(t->upstream, u, sizeof(u)), t->code, t->method,
              (unsigned long long)t->count);
         free(t);
@@ -328,24 +329,28 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
         total.upstream_open += st.upstream_open;
         total.upstream_idle += st.upstream_idle;
     }
-    outf(&o, "# HELP sluice_connections Client connections, by state.\n"
-             "# TYPE sluice_connections gauge\n"
-             "sluice_connections{state=\"active\"} %ld\n"
-             "sluice_connections{state=\"idle\"} %ld\n",
+    outf(&o,
+         "# HELP sluice_connections Client connections, by state.\n"
+         "# TYPE sluice_connections gauge\n"
+         "sluice_connections{state=\"active\"} %ld\n"
+         "sluice_connections{state=\"idle\"} %ld\n",
          total.active, total.open - total.active > 0 ? total.open - total.active : 0);
-    outf(&o, "# HELP sluice_upstream_connections Upstream connections, by state.\n"
-             "# TYPE sluice_upstream_connections gauge\n"
-             "sluice_upstream_connections{state=\"active\"} %ld\n"
-             "sluice_upstream_connections{state=\"idle\"} %ld\n",
+    outf(&o,
+         "# HELP sluice_upstream_connections Upstream connections, by state.\n"
+         "# TYPE sluice_upstream_connections gauge\n"
+         "sluice_upstream_connections{state=\"active\"} %ld\n"
+         "sluice_upstream_connections{state=\"idle\"} %ld\n",
          total.upstream_open - total.upstream_idle, total.upstream_idle);
-    outf(&o, "# HELP sluice_connections_accepted_total Client connections accepted.\n"
-             "# TYPE sluice_connections_accepted_total counter\n"
-             "sluice_connections_accepted_total %llu\n",
+    outf(&o,
+         "# HELP sluice_connections_accepted_total Client connections accepted.\n"
+         "# TYPE sluice_connections_accepted_total counter\n"
+         "sluice_connections_accepted_total %llu\n",
          (unsigned long long)total.accepted);
-    outf(&o, "# HELP sluice_config_reloads_total Configuration changes, by result.\n"
-             "# TYPE sluice_config_reloads_total counter\n"
-             "sluice_config_reloads_total{result=\"success\"} %llu\n"
-             "sluice_config_reloads_total{result=\"failure\"} %llu\n",
+    outf(&o,
+         "# HELP sluice_config_reloads_total Configuration changes, by result.\n"
+         "# TYPE sluice_config_reloads_total counter\n"
+         "sluice_config_reloads_total{result=\"success\"} %llu\n"
+         "sluice_config_reloads_total{result=\"failure\"} %llu\n",
          (unsigned long long)atomic_load(&gw->reloads_ok),
          (unsigned long long)atomic_load(&gw->reloads_failed));
     /* The hash as a number (first 52 bits: exact in a double), like ingress-nginx's. */
@@ -353,11 +358,13 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
     memcpy(head, gw->current->hash, 13);
     head[13] = '\0';
     unsigned long long h = strtoull(head, NULL, 16);
-    outf(&o, "# HELP sluice_config_hash The running configuration's hash (first 52 bits).\n"
-             "# TYPE sluice_config_hash gauge\nsluice_config_hash %llu\n",
+    outf(&o,
+         "# HELP sluice_config_hash The running configuration's hash (first 52 bits).\n"
+         "# TYPE sluice_config_hash gauge\nsluice_config_hash %llu\n",
          h);
-    outf(&o, "# HELP sluice_config_generation Configurations applied since start.\n"
-             "# TYPE sluice_config_generation gauge\nsluice_config_generation %llu\n",
+    outf(&o,
+         "# HELP sluice_config_generation Configurations applied since start.\n"
+         "# TYPE sluice_config_generation gauge\nsluice_config_generation %llu\n",
          (unsigned long long)gw->current->generation);
     *len = o.len;
     return o.buf;

@@ -25,8 +25,8 @@ typedef struct route_list {
 } route_list_t;
 
 typedef struct host_group {
-    sl_hmap_t exact;   /* path -> route_list_t* */
-    sl_hmap_t prefix;  /* normalized prefix -> route_list_t* */
+    sl_hmap_t exact;  /* path -> route_list_t* */
+    sl_hmap_t prefix; /* normalized prefix -> route_list_t* */
     size_t max_prefix_depth;
     route_list_t regex;
 } host_group_t;
@@ -38,11 +38,9 @@ struct gw_router {
     bool have_any;
 };
 
-static const char *const method_names[] = {"GET",     "HEAD",    "POST",  "PUT",
-                                           "DELETE",  "CONNECT", "OPTIONS", "TRACE",
-                                           "PATCH",   "PROPFIND", "PROPPATCH", "MKCOL",
-                                           "COPY",    "MOVE",    "LOCK",  "UNLOCK",
-                                           "PURGE",   NULL};
+static const char *const method_names[] = {
+    "GET",      "HEAD",      "POST",  "PUT",  "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE",   "LOCK",    "UNLOCK",  "PURGE", NULL};
 
 uint32_t gw_method_bit(const char *m, size_t len)
 {

@@ -29,19 +29,19 @@ struct gw_worker {
 
 struct gateway {
     sl_server_t *server;
-    const char *conf_path;      /* for SIGHUP; NULL with built-in defaults */
-    gw_config_t *current;       /* control thread's reference */
-    cJSON *file_doc;            /* the gateway part of the file as last loaded */
+    const char *conf_path; /* for SIGHUP; NULL with built-in defaults */
+    gw_config_t *current;  /* control thread's reference */
+    cJSON *file_doc;       /* the gateway part of the file as last loaded */
     gw_worker_t *workers;
     size_t n_workers;
-    sl_service_t **services;    /* one HTTP proxy service per listener */
+    sl_service_t **services; /* one HTTP proxy service per listener */
     size_t n_services;
     gw_admin_t *admin;
     gw_discovery_t *discovery;
     uint64_t generation;
-    uint64_t last_apply_us;     /* parse + publish time of the last change (control thread) */
+    uint64_t last_apply_us; /* parse + publish time of the last change (control thread) */
     _Atomic uint64_t reloads_ok, reloads_failed;
-    bool ready;                 /* listeners bound and a config loaded */
+    bool ready; /* listeners bound and a config loaded */
     bool draining;
 };
 

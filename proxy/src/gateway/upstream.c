@@ -10,7 +10,7 @@
 #include "util/cfg.h"
 #include "util/mem.h"
 
-#define MAX_WEIGHT   1000
+#define MAX_WEIGHT 1000
 
 static const char *const backend_keys[] = {"address", "weight", NULL};
 
@@ -27,8 +27,7 @@ static int parse_address(const char *a, const char *path, gw_backend_t *out, sl_
                                 "%s: \"%s\": host name backends are not supported yet; use "
                                 "ip:port or unix:/path",
                                 path, a);
-        return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": expected ip:port or unix:/path", path,
-                            a);
+        return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": expected ip:port or unix:/path", path, a);
     }
     if (ep.kind == SL_EP_TCP && ep.bound_port == 0)
         return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": port 0 is not a backend", path, a);

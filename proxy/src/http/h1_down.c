@@ -254,8 +254,8 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (d->session) {
             /* A client that half-closes after its request still gets the response. */
             if (!d->session->req_body_done || nread != UV_EOF)
-                sl__session_on_down_error(d->session, nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED
-                                                                      : (int)nread);
+                sl__session_on_down_error(d->session,
+                                          nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED : (int)nread);
             else
                 d->close_after = true;
             return;
@@ -314,8 +314,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int header_bytes_check(h1_down_t *d, const char *at)
 {
-    if ((size_t)(at - d->in.data) - d->msg_start > d->svc->opts.max_header_size +
-                                                       d->url_len + 64) {
+    if ((size_t)(at - d->in.data) - d->msg_start > d->svc->opts.max_header_size + d->url_len + 64) {
         d->parse_error = SL_EHEADER_TOO_LARGE;
         return HPE_USER;
     }
@@ -605,10 +604,10 @@ void sl__down_session_done(h1_down_t *d)
     d->session = NULL;
     sl__session_release(d->hw, s);
     d->requests++;
-    bool keep = !d->close_after && !d->peer_eof && !d->hw->shutting_down &&
-                d->svc->opts.keepalive_timeout_ms > 0 &&
-                (!d->svc->opts.max_requests_per_conn ||
-                 d->requests < d->svc->opts.max_requests_per_conn);
+    bool keep =
+        !d->close_after && !d->peer_eof && !d->hw->shutting_down &&
+        d->svc->opts.keepalive_timeout_ms > 0 &&
+        (!d->svc->opts.max_requests_per_conn || d->requests < d->svc->opts.max_requests_per_conn);
     if (!keep) {
         down_close(d, true);
         return;

@@ -19,9 +19,9 @@
 #include "util/arena.h"
 #include "util/timeout.h"
 
-#define SL_IOBUF_SIZE     16384 /* upstream reads, request bodies */
-#define SL_IOBUF_SMALL    4096  /* a client's first read: most header blocks fit */
-#define SL_MAX_BODY_IOV   64
+#define SL_IOBUF_SIZE   16384 /* upstream reads, request bodies */
+#define SL_IOBUF_SMALL  4096  /* a client's first read: most header blocks fit */
+#define SL_MAX_BODY_IOV 64
 
 typedef struct sl_http_worker sl_http_worker_t;
 typedef struct sl_http_service sl_http_service_t;
@@ -94,9 +94,9 @@ typedef enum body_mode {
 /* ---- downstream connection --------------------------------------------------------------- */
 
 typedef enum h1_down_state {
-    DOWN_IDLE,        /* keep-alive, waiting for a request */
-    DOWN_HEADERS,     /* reading a request's header block */
-    DOWN_ACTIVE,      /* a session runs */
+    DOWN_IDLE,    /* keep-alive, waiting for a request */
+    DOWN_HEADERS, /* reading a request's header block */
+    DOWN_ACTIVE,  /* a session runs */
     DOWN_CLOSING,
 } h1_down_state_t;
 
@@ -121,11 +121,11 @@ struct h1_down {
     } peer; /* AF_UNIX peers keep only the family */
     uint32_t requests;
     bool reading;
-    bool close_after;     /* no keep-alive after this response */
-    bool peer_eof;        /* the client half-closed */
-    bool body_hold;       /* the session is not ready for request body bytes yet */
-    size_t body_base;     /* end of the current request's header block in `in` */
-    int write_pending;    /* writes queued on the stream not yet completed */
+    bool close_after;       /* no keep-alive after this response */
+    bool peer_eof;          /* the client half-closed */
+    bool body_hold;         /* the session is not ready for request body bytes yet */
+    size_t body_base;       /* end of the current request's header block in `in` */
+    int write_pending;      /* writes queued on the stream not yet completed */
     h1_down_t *prev, *next; /* hw->conns */
     /* parse state for the current header block (offsets: the buffer may grow) */
     size_t msg_start;
@@ -202,12 +202,12 @@ typedef enum sess_state {
     SS_CONNECTED_HOOK,
     SS_UP_REQUEST_FILTER,
     SS_SEND_REQUEST,
-    SS_PROXYING,           /* request sent; body going up; waiting for the response header */
+    SS_PROXYING, /* request sent; body going up; waiting for the response header */
     SS_UP_RESPONSE_FILTER,
     SS_RESPONSE_FILTER,
-    SS_RESPONSE_BODY,      /* streaming the response to the client */
-    SS_FAILING,            /* fail_to_proxy runs */
-    SS_RESPONDING,         /* a locally generated response is being written */
+    SS_RESPONSE_BODY, /* streaming the response to the client */
+    SS_FAILING,       /* fail_to_proxy runs */
+    SS_RESPONDING,    /* a locally generated response is being written */
     SS_DONE,
 } sess_state_t;
 
@@ -221,15 +221,15 @@ struct sl_session {
     bool ctx_made;
     sl_request_header_t req;
     sl_request_header_t up_req;
-    sl_response_header_t *resp;      /* sent / being sent to the client */
-    sl_response_header_t up_resp;    /* as received from upstream */
+    sl_response_header_t *resp;   /* sent / being sent to the client */
+    sl_response_header_t up_resp; /* as received from upstream */
     sl_peer_t peer;
     bool have_peer;
     int error;
     const char *error_reason;
-    int deferred_err;                /* an error that arrived while a hook was pending */
+    int deferred_err; /* an error that arrived while a hook was pending */
     bool in_hook;
-    bool pending;                    /* a hook returned SL_PENDING and owes a resume */
+    bool pending; /* a hook returned SL_PENDING and owes a resume */
     int resumed_rc;
     bool resumed;
     int retries;
@@ -239,19 +239,19 @@ struct sl_session {
     /* request body */
     body_mode_t req_body;
     uint64_t req_content_length;
-    bool req_body_done;      /* the whole request body was read from the client */
-    bool req_body_started;   /* some body went upstream: no retry any more */
+    bool req_body_done;    /* the whole request body was read from the client */
+    bool req_body_started; /* some body went upstream: no retry any more */
     bool up_req_chunked;
     bool expect_continue;
     bool sent_continue;
     /* response */
-    body_mode_t resp_body_up;   /* how the upstream frames it */
+    body_mode_t resp_body_up; /* how the upstream frames it */
     uint64_t resp_content_length;
     body_mode_t resp_body_down; /* how we frame it to the client */
     uv_buf_t head_buf;
-    bool head_pending;          /* serialized, not yet written (waits for the first body) */
+    bool head_pending; /* serialized, not yet written (waits for the first body) */
     bool resp_header_sent;
-    bool resp_done;             /* the whole response was handed to the client stream */
+    bool resp_done; /* the whole response was handed to the client stream */
     bool up_resp_done;
     bool client_wants_close;
     bool head;

@@ -21,9 +21,20 @@ static void finish(sl_session_t *s);
 static void prepare_response_head(sl_session_t *s);
 
 static const char *const state_names[] = {
-    "early_request_filter", "request_filter", "upstream_peer", "connect", "connecting",
-    "connected_to_upstream", "upstream_request_filter", "send_request", "proxying",
-    "upstream_response_filter", "response_filter", "response_body", "failing", "responding",
+    "early_request_filter",
+    "request_filter",
+    "upstream_peer",
+    "connect",
+    "connecting",
+    "connected_to_upstream",
+    "upstream_request_filter",
+    "send_request",
+    "proxying",
+    "upstream_response_filter",
+    "response_filter",
+    "response_body",
+    "failing",
+    "responding",
     "done",
 };
 
@@ -91,9 +102,10 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 
 static bool is_hop_by_hop(sl_str_t name)
 {
-    static const char *const hop[] = {"connection", "keep-alive", "proxy-connection",
-                                      "transfer-encoding", "te", "upgrade", "trailer",
-                                      "proxy-authenticate", NULL};
+    static const char *const hop[] = {
+        "connection", "keep-alive", "proxy-connection", "transfer-encoding",
+        "te",         "upgrade",    "trailer",          "proxy-authenticate",
+        NULL};
     for (const char *const *h = hop; *h; h++)
         if (sl_str_ieq_cstr(name, *h))
             return true;
@@ -132,7 +144,9 @@ static int build_request(sl_session_t *s)
     /* Absolute form ("GET http://host/path"): the authority becomes Host. */
     if (r->uri.len && r->uri.ptr[0] != '/') {
         sl_str_t u = r->uri;
-        size_t skip = sl_str_starts_with(u, "http://") ? 7 : sl_str_starts_with(u, "https://") ? 8 : 0;
+        size_t skip = sl_str_starts_with(u, "http://")    ? 7
+                      : sl_str_starts_with(u, "https://") ? 8
+                                                          : 0;
         if (!skip) {
             if (!(u.len == 1 && u.ptr[0] == '*'))
                 return SL_EPARSE;
@@ -213,16 +227,16 @@ void sl__session_reject(h1_down_t *d, int err)
 /* ---- hooks ------------------------------------------------------------------------------- */
 
 /* Calls a hook; a hook that resumes itself before returning SL_PENDING counts as finished. */
-#define CALL_HOOK(s, expr)                                                                         \
-    ({                                                                                             \
-        (s)->in_hook = true;                                                                       \
-        (s)->resumed = false;                                                                      \
-        int rc_ = (expr);                                                                          \
-        (s)->in_hook = false;                                                                      \
-        if (rc_ == SL_PENDING && (s)->resumed)                                                     \
-            rc_ = (s)->resumed_rc;                                                                 \
-        (s)->pending = rc_ == SL_PENDING;                                                          \
-        rc_;                                                                                       \
+#define CALL_HOOK(s, expr)                     \
+    ({                                         \
+        (s)->in_hook = true;                   \
+        (s)->resumed = false;                  \
+        int rc_ = (expr);                      \
+        (s)->in_hook = false;                  \
+        if (rc_ == SL_PENDING && (s)->resumed) \
+            rc_ = (s)->resumed_rc;             \
+        (s)->pending = rc_ == SL_PENDING;      \
+        rc_;                                   \
     })
 
 static void build_upstream_request(sl_session_t *s)
@@ -541,8 +555,8 @@ void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err)
         advance(s);
         return;
     }
-    SL_WARN("%s %.*s: cannot connect to upstream %s: %s", sl_session_client_ip(s), (int)s->req.uri.len,
-            s->req.uri.ptr, addr, sl_strerror(err));
+    SL_WARN("%s %.*s: cannot connect to upstream %s: %s", sl_session_client_ip(s),
+            (int)s->req.uri.len, s->req.uri.ptr, addr, sl_strerror(err));
     fail(s, err < 0 ? err : SL_EINTERNAL);
 }
 
@@ -780,8 +794,7 @@ void sl__session_on_up_error(sl_session_t *s, int err)
         s->retries < (s->svc->max_retries > 0 ? s->svc->max_retries : 1) &&
         (err == SL_EUPSTREAM_CLOSED || err == UV_ECONNRESET || err == UV_EPIPE)) {
         /* A pooled connection the upstream had closed: try a fresh one, nothing was lost. */
-        SL_DEBUG("reused upstream connection failed (%s); retrying on a new one",
-                 sl_strerror(err));
+        SL_DEBUG("reused upstream connection failed (%s); retrying on a new one", sl_strerror(err));
         sl__up_release(u, false);
         s->up = NULL;
         s->retries++;
@@ -797,8 +810,8 @@ void sl__session_on_up_error(sl_session_t *s, int err)
         return;
     }
     s->head_pending = false;
-    SL_WARN("%s %.*s: upstream error: %s", sl_session_client_ip(s), (int)s->req.uri.len, s->req.uri.ptr,
-            sl_strerror(err));
+    SL_WARN("%s %.*s: upstream error: %s", sl_session_client_ip(s), (int)s->req.uri.len,
+            s->req.uri.ptr, sl_strerror(err));
     fail(s, err);
 }
 
@@ -863,9 +876,9 @@ static void fail(sl_session_t *s, int err)
         set_state(s, SS_FAILING); /* the hook may respond itself */
         int status = s->svc->hooks.fail_to_proxy(s, s->ctx, err);
         if (s->state != SS_RESPONDING)
-            sl_session_respond_error(s, status >= 400 && status < 600 ? status
-                                                                      : sl_session_error_status(s, err),
-                                     s->error_reason);
+            sl_session_respond_error(
+                s, status >= 400 && status < 600 ? status : sl_session_error_status(s, err),
+                s->error_reason);
     } else {
         default_error_response(s, err);
     }
@@ -992,9 +1005,9 @@ int sl_session_respond_error(sl_session_t *s, int status, const char *message)
 {
     const char *ctype;
     size_t len;
-    const char *body = sl__error_body(&s->arena,
-                                      s->error_format ? s->error_format : s->svc->opts.error_format,
-                                      status, message, &ctype, &len);
+    const char *body =
+        sl__error_body(&s->arena, s->error_format ? s->error_format : s->svc->opts.error_format,
+                       status, message, &ctype, &len);
     sl_response_header_t *r = sl_session_response_new(s, status);
     sl_headers_add(&r->headers, "Content-Type", ctype);
     sl_headers_add(&r->headers, "Cache-Control", "private, no-store");
@@ -1035,8 +1048,7 @@ const char *sl_session_client_ip(sl_session_t *s)
         if (a->sa_family == AF_INET)
             inet_ntop(AF_INET, &s->down->peer.in.sin_addr, s->client_ip, sizeof(s->client_ip));
         else if (a->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &s->down->peer.in6.sin6_addr, s->client_ip,
-                      sizeof(s->client_ip));
+            inet_ntop(AF_INET6, &s->down->peer.in6.sin6_addr, s->client_ip, sizeof(s->client_ip));
         else
             snprintf(s->client_ip, sizeof(s->client_ip), "unix");
     }

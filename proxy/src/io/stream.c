@@ -352,7 +352,6 @@ bool sl_stream_is_closing(const sl_stream_t *s)
 
 /* ---- graceful close ------------------------------------------------------------------------ */
 
-
 static void linger_end(sl_stream_t *s)
 {
     sl_linger_t *l = s->linger;

@@ -34,9 +34,9 @@ struct sl_stream {
     uv_shutdown_t *shutdown_req;
     unsigned deferred; /* completed writes whose callbacks have not run yet */
     bool closing;
-    bool counted;   /* holds a worker ref (accepted streams) */
-    bool reusing;   /* handed back with sl_stream_finish(reuse), process_new not yet called */
-    bool closed;    /* the handle closed while reusing or with callbacks due: freed later */
+    bool counted; /* holds a worker ref (accepted streams) */
+    bool reusing; /* handed back with sl_stream_finish(reuse), process_new not yet called */
+    bool closed;  /* the handle closed while reusing or with callbacks due: freed later */
     struct sl_linger *linger;
 };
 

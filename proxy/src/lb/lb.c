@@ -220,8 +220,8 @@ static void discover_now(lb_task_t *t)
         if (sl_lb_update(lb, b, n))
             SL_DEBUG("%s: %zu backend(s) after discovery", sl_bg_task_name(t->task), n);
     } else {
-        SL_WARN("%s: discovery failed (%s); keeping the current backends",
-                sl_bg_task_name(t->task), sl_strerror(rc));
+        SL_WARN("%s: discovery failed (%s); keeping the current backends", sl_bg_task_name(t->task),
+                sl_strerror(rc));
     }
     free(b);
 }

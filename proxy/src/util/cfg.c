@@ -235,8 +235,8 @@ static int yb_node(yaml_builder_t *b, yaml_event_t *ev, cJSON **out)
     case YAML_SEQUENCE_START_EVENT:
         if (++b->depth > CFG_MAX_DEPTH)
             return yb_fail(b, &ev->start_mark, "nesting too deep");
-        rc = ev->type == YAML_MAPPING_START_EVENT ? yb_mapping(b, ev, out)
-                                                  : yb_sequence(b, ev, out);
+        rc =
+            ev->type == YAML_MAPPING_START_EVENT ? yb_mapping(b, ev, out) : yb_sequence(b, ev, out);
         b->depth--;
         return rc;
     case YAML_ALIAS_EVENT: {
@@ -258,8 +258,7 @@ static int yb_node(yaml_builder_t *b, yaml_event_t *ev, cJSON **out)
     }
 }
 
-static int parse_yaml(const char *text, size_t len, size_t max_nodes, cJSON **out,
-                      sl_error_t *err)
+static int parse_yaml(const char *text, size_t len, size_t max_nodes, cJSON **out, sl_error_t *err)
 {
     yaml_builder_t b = {.max_nodes = max_nodes, .err = err};
     if (!yaml_parser_initialize(&b.parser))
@@ -327,8 +326,7 @@ static bool has_nul_escape(const char *text, size_t len)
     return false;
 }
 
-static int parse_json(const char *text, size_t len, size_t max_nodes, cJSON **out,
-                      sl_error_t *err)
+static int parse_json(const char *text, size_t len, size_t max_nodes, cJSON **out, sl_error_t *err)
 {
     if (has_nul_escape(text, len))
         return sl_error_set(err, SL_ECONFIG, "NUL characters (\\u0000) are not allowed");
@@ -514,8 +512,7 @@ int sl__cfg_check_keys(const cJSON *obj, const char *path, const char *const *kn
             }
         }
         if (best)
-            return sl_error_set(err, SL_ECONFIG, "%s: unknown key (did you mean \"%s\"?)", p,
-                                best);
+            return sl_error_set(err, SL_ECONFIG, "%s: unknown key (did you mean \"%s\"?)", p, best);
         return sl_error_set(err, SL_ECONFIG, "%s: unknown key", p);
     }
     return 0;
@@ -551,8 +548,8 @@ int sl__cfg_get_int(const cJSON *obj, const char *path, const char *key, long mi
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
         return type_error(err, p, "an integer", v);
     if (v->valuedouble < (double)min || v->valuedouble > (double)max)
-        return sl_error_set(err, SL_ECONFIG, "%s: %g is out of range [%ld, %ld]", p,
-                            v->valuedouble, min, max);
+        return sl_error_set(err, SL_ECONFIG, "%s: %g is out of range [%ld, %ld]", p, v->valuedouble,
+                            min, max);
     *out = (long)v->valuedouble;
     return 0;
 }
@@ -690,8 +687,8 @@ int sl__cfg_get_size(const cJSON *obj, const char *path, const char *key, size_t
     if (!cJSON_IsString(v) || sl__parse_size(v->valuestring, out) != 0) {
         char d[96];
         describe(v, d, sizeof(d));
-        return sl_error_set(err, SL_ECONFIG, "%s: expected a size like 1024, \"8k\" or \"1m\", got %s",
-                            p, d);
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s: expected a size like 1024, \"8k\" or \"1m\", got %s", p, d);
     }
     return 0;
 }

@@ -13,7 +13,7 @@ char *sl_xstrdup(const char *s);
 char *sl_xstrndup(const char *s, size_t n);
 void *sl_xmemdup(const void *p, size_t n);
 
-#define SL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define SL_ARRAY_LEN(a)                    (sizeof(a) / sizeof((a)[0]))
+#define SL_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 #endif

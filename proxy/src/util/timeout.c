@@ -8,7 +8,7 @@ typedef struct sl_tq {
     uv_timer_t timer;
     struct sl_tq *next_q;
     uint64_t ms;
-    sl_timeout_t head; /* circular sentinel */
+    sl_timeout_t head;  /* circular sentinel */
     uint64_t armed_for; /* deadline the uv timer is set to, 0: not set */
     bool closing;
 } sl_tq_t;

@@ -20,8 +20,7 @@ static gw_config_t *load(const char *yaml)
     return c;
 }
 
-static const char *route_for(gw_config_t *c, const char *host, const char *path,
-                             const char *method)
+static const char *route_for(gw_config_t *c, const char *host, const char *path, const char *method)
 {
     static sl_arena_t arena;
     sl__arena_init(&arena);
@@ -36,16 +35,17 @@ static const char *route_for(gw_config_t *c, const char *host, const char *path,
 
 Test(router, precedence)
 {
-    gw_config_t *c = load("routes:\n"
-                          "  - {name: re, match: {path: '^/a/', path_type: regex}, respond: {}}\n"
-                          "  - {name: a, match: {path: /a}, respond: {}}\n"
-                          "  - {name: ab, match: {path: /a/b}, respond: {}}\n"
-                          "  - {name: ab-exact, match: {path: /a/b, path_type: exact}, respond: {}}\n"
-                          "  - {name: x-host, match: {host: x.test, path: /}, respond: {}}\n"
-                          "  - {name: wild, match: {host: '*.test', path: /}, respond: {}}\n"
-                          "  - {name: post, match: {path: /p, methods: [POST]}, respond: {}}\n"
-                          "  - {name: hdr, match: {path: /h, headers: {x-canary: '2'}}, respond: {}}\n"
-                          "  - {name: hdr1, match: {path: /h, headers: {x-canary: '1'}}, respond: {}}\n");
+    gw_config_t *c =
+        load("routes:\n"
+             "  - {name: re, match: {path: '^/a/', path_type: regex}, respond: {}}\n"
+             "  - {name: a, match: {path: /a}, respond: {}}\n"
+             "  - {name: ab, match: {path: /a/b}, respond: {}}\n"
+             "  - {name: ab-exact, match: {path: /a/b, path_type: exact}, respond: {}}\n"
+             "  - {name: x-host, match: {host: x.test, path: /}, respond: {}}\n"
+             "  - {name: wild, match: {host: '*.test', path: /}, respond: {}}\n"
+             "  - {name: post, match: {path: /p, methods: [POST]}, respond: {}}\n"
+             "  - {name: hdr, match: {path: /h, headers: {x-canary: '2'}}, respond: {}}\n"
+             "  - {name: hdr1, match: {path: /h, headers: {x-canary: '1'}}, respond: {}}\n");
     cr_assert_str_eq(route_for(c, NULL, "/a/b", NULL), "ab-exact");
     cr_assert_str_eq(route_for(c, NULL, "/a/b/", NULL), "ab");
     cr_assert_str_eq(route_for(c, NULL, "/a/b/c", NULL), "ab");

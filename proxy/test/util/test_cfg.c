@@ -87,12 +87,13 @@ Test(cfg, empty_document_is_an_empty_mapping)
 Test(cfg, unknown_key_names_the_path_and_suggests)
 {
     cJSON *r = parse_ok("routes:\n  - match: {path_typ: prefix}\n");
-    const cJSON *m = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "routes"), 0),
-                                         "match");
+    const cJSON *m =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r, "routes"), 0), "match");
     static const char *const known[] = {"path", "path_type", "host", NULL};
     sl_error_t err = {0};
     cr_assert_eq(sl__cfg_check_keys(m, "routes[0].match", known, &err), SL_ECONFIG);
-    cr_assert_str_eq(err.msg, "routes[0].match.path_typ: unknown key (did you mean \"path_type\"?)");
+    cr_assert_str_eq(err.msg,
+                     "routes[0].match.path_typ: unknown key (did you mean \"path_type\"?)");
     cJSON_Delete(r);
 }
 
