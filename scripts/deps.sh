@@ -15,7 +15,8 @@ CHECK="clang-format cppcheck"
 # Benchmarks: the peers we compare against.
 BENCH="haproxy h2o util-linux"
 
-want="$BUILD $TEST"
+# `make test` runs the static checks too, so their tools are part of the test set.
+want="$BUILD $TEST $CHECK"
 case "${1:-}" in
     --all) want="$want $CHECK $BENCH" ;;
     --check) want="$want $CHECK" ;;

@@ -20,5 +20,15 @@ echo "== end-to-end tests"
 # e2e/lab needs root (network namespaces); its conftest skips it with a reason otherwise.
 "$PYTHON" -m pytest -q -p no:cacheprovider --junitxml="$OUT/e2e.xml" ${PYTEST_ARGS:-} e2e || status=1
 
-"$PYTHON" scripts/summarize.py "$OUT"/unit.xml "$OUT"/e2e.xml || status=1
+echo "== static checks (clang-format, banned functions, cppcheck)"
+if scripts/check.sh > "$OUT/check.log" 2>&1; then
+    check_case='<testcase classname="check" name="static-checks"/>'
+else
+    cat "$OUT/check.log"
+    check_case='<testcase classname="check" name="static-checks"><failure message="make check failed"/></testcase>'
+    status=1
+fi
+printf '<testsuite name="check">%s</testsuite>\n' "$check_case" > "$OUT/check.xml"
+
+"$PYTHON" scripts/summarize.py "$OUT"/unit.xml "$OUT"/e2e.xml "$OUT"/check.xml || status=1
 exit $status

@@ -110,11 +110,14 @@ int sl__server_conf_from_tree(sl_server_conf_t *c, const cJSON *root, const char
     size_t n_extra = 0;
     while (extra_keys && extra_keys[n_extra])
         n_extra++;
-    size_t n_own = SL_ARRAY_LEN(process_keys) - 1;
+    size_t n_own = 0;
+    while (process_keys[n_own])
+        n_own++;
     const char **known = sl_xcalloc(n_own + n_extra + 1, sizeof(char *));
-    memcpy(known, process_keys, n_own * sizeof(char *));
-    if (n_extra)
-        memcpy(known + n_own, extra_keys, n_extra * sizeof(char *));
+    for (size_t i = 0; i < n_own; i++)
+        known[i] = process_keys[i];
+    for (size_t i = 0; i < n_extra; i++)
+        known[n_own + i] = extra_keys[i];
     rc = sl__cfg_check_keys(root, "", known, err);
     free(known);
     if (rc)
