@@ -429,3 +429,29 @@ def test_graceful_shutdown_finishes_inflight(start_fwd, upstream):
     assert results["r"].returncode == 0
     assert results["r"].stdout == pattern(4 * 1024 * 1024)
     assert f.proc.wait(10) == 0
+
+
+# ---- hooks that finish later (SL_PENDING + sl_session_resume) ---------------------------------
+
+def test_pending_hooks_resume(start_fwd, upstream):
+    f = start_fwd(upstream.addr, "--pending-filter", 30, "--pending-peer", 30)
+    t0 = time.time()
+    r = raw(f.port, b"GET /bytes/10 HTTP/1.1\r\nHost: x\r\n\r\n"
+                    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                    b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert time.time() - t0 >= 0.15, "three requests, each waited 60 ms in hooks"
+    parts = r.split(b"HTTP/1.1 200 OK")
+    assert len(parts) == 4 and parts[2].endswith(b"hello") and r.endswith(b"hello\n")
+    assert [q.target for q in upstream.wait_requests(3)] == ["/bytes/10", "/echo", "/"]
+
+
+def test_client_gone_while_a_hook_is_pending(start_fwd, upstream):
+    f = start_fwd(upstream.addr, "--pending-peer", 300)
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", f.port))
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.close()
+    time.sleep(0.6)
+    assert upstream.requests == [], "nothing went upstream for clients that left"
+    assert f.proc.alive()
+    still_serves(f.port)

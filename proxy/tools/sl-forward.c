@@ -4,7 +4,8 @@
  *              [--connect-timeout MS] [--read-timeout MS] [--write-timeout MS]
  *              [--idle-timeout MS] [--header-timeout MS] [--body-timeout MS]
  *              [--keepalive-timeout MS] [--max-header-size N] [--max-headers N]
- *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests] */
+ *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests]
+ *              [--pending-peer MS] [--pending-filter MS]   (hooks that finish later, for tests) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,48 @@
 typedef struct fwd {
     const char *upstream;
     long connect_ms, read_ms, write_ms, idle_ms;
+    long pending_peer_ms, pending_filter_ms; /* finish these hooks later (tests of resume) */
     bool log_requests;
 } fwd_t;
+
+/* A hook that finishes later: a timer calls sl_session_resume. */
+typedef struct later {
+    uv_timer_t timer;
+    sl_session_t *session;
+    int rc;
+} later_t;
+
+static void later_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void later_fire(uv_timer_t *t)
+{
+    later_t *l = t->data;
+    sl_session_resume(l->session, l->rc);
+    uv_close((uv_handle_t *)&l->timer, later_closed);
+}
+
+static int finish_later(sl_session_t *s, long ms, int rc)
+{
+    later_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return SL_EINTERNAL;
+    l->session = s;
+    l->rc = rc;
+    uv_timer_init(sl_worker_loop(sl_session_worker(s)), &l->timer);
+    l->timer.data = l;
+    uv_timer_start(&l->timer, later_fire, (uint64_t)ms, 0);
+    return SL_PENDING;
+}
+
+static int request_filter(sl_session_t *s, void *ctx)
+{
+    fwd_t *f = sl_session_app(s);
+    return f->pending_filter_ms >= 0 ? finish_later(s, f->pending_filter_ms, SL_CONTINUE)
+                                     : SL_CONTINUE;
+}
 
 static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
 {
@@ -30,6 +71,8 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         peer->options.write_timeout_ms = (uint64_t)f->write_ms;
     if (f->idle_ms >= 0)
         peer->options.idle_timeout_ms = (uint64_t)f->idle_ms;
+    if (rc == 0 && f->pending_peer_ms >= 0)
+        return finish_later(s, f->pending_peer_ms, SL_CONTINUE);
     return rc;
 }
 
@@ -65,7 +108,12 @@ static long num(const char *flag, const char *v)
 
 int main(int argc, char **argv)
 {
-    static fwd_t f = {.connect_ms = -1, .read_ms = -1, .write_ms = -1, .idle_ms = -1};
+    static fwd_t f = {.connect_ms = -1,
+                      .read_ms = -1,
+                      .write_ms = -1,
+                      .idle_ms = -1,
+                      .pending_peer_ms = -1,
+                      .pending_filter_ms = -1};
     const char *listen = "127.0.0.1:8080";
     long threads = 1, header_ms = -1, body_ms = -1, ka_ms = -1, max_hdr = -1, max_hdrs = -1;
     long max_line = -1, pool = -1, retries = -1;
@@ -111,6 +159,10 @@ int main(int argc, char **argv)
             pool = num(a, v);
         else if (strcmp(a, "--retries") == 0)
             retries = num(a, v);
+        else if (strcmp(a, "--pending-peer") == 0)
+            f.pending_peer_ms = num(a, v);
+        else if (strcmp(a, "--pending-filter") == 0)
+            f.pending_filter_ms = num(a, v);
         else {
             fprintf(stderr, "sl-forward: unknown argument %s\n", a);
             return 2;
@@ -133,6 +185,7 @@ int main(int argc, char **argv)
     sl_server_new_with_conf(&opt, &conf, &server);
     sl_server_conf_release(&conf);
     static const sl_proxy_hooks_t hooks = {
+        .request_filter = request_filter,
         .upstream_peer = upstream_peer,
         .connected_to_upstream = connected,
         .logging = logging,

@@ -252,10 +252,12 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         stop_reading(d);
         d->peer_eof = true;
         if (d->session) {
-            /* A client that half-closes after its request still gets the response. */
-            if (!d->session->req_body_done || nread != UV_EOF)
-                sl__session_on_down_error(d->session,
-                                          nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED : (int)nread);
+            /* A client that half-closes after a request that already went upstream still gets
+             * the response. Before that, EOF means it left: no upstream work for nobody. */
+            sl_session_t *ss = d->session;
+            bool sent = ss->state >= SS_SEND_REQUEST && ss->state != SS_FAILING;
+            if (!ss->req_body_done || nread != UV_EOF || !sent)
+                sl__session_on_down_error(ss, nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED : (int)nread);
             else
                 d->close_after = true;
             return;
