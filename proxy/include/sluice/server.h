@@ -142,6 +142,9 @@ typedef struct sl_server_app {
     void (*worker_stop)(void *app_data, sl_worker_t *worker);
     /* Optional: frees app_data when the server is freed. */
     void (*free)(void *app_data);
+    /* Bytes of zeroed memory allocated with each accepted stream for the app's own state
+     * (sl_stream_extra): one allocation per connection instead of two. */
+    size_t stream_data_size;
 } sl_server_app_t;
 
 /* Creates a listening service. app is copied; app_data is passed to every callback. */

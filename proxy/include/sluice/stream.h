@@ -44,6 +44,9 @@ void sl_stream_close_graceful(sl_stream_t *s, uint64_t linger_ms);
  * server is shutting down, then it is closed). */
 void sl_stream_finish(sl_stream_t *s, bool reuse);
 
+/* The service's per-stream memory (sl_server_app_t.stream_data_size bytes, zeroed), freed with
+ * the stream; NULL when the service asked for none. */
+void *sl_stream_extra(const sl_stream_t *s);
 void sl_stream_set_data(sl_stream_t *s, void *data);
 void *sl_stream_data(const sl_stream_t *s);
 uv_loop_t *sl_stream_loop(const sl_stream_t *s);

@@ -100,7 +100,7 @@ static void on_timer(sl_timeout_t *t)
     case TIMER_HEADER:
         if (d->session) /* the session owns the connection: let it decide */
             sl__session_on_down_error(d->session, SL_EHEADER_READ_TIMEOUT);
-        else if (d->in.len > d->in.parsed || d->state == DOWN_HEADERS)
+        else if ((d->p && d->p->in.len > d->p->in.parsed) || d->state == DOWN_HEADERS)
             sl__session_reject(d, SL_EHEADER_READ_TIMEOUT);
         else
             down_close(d, true);
@@ -116,12 +116,61 @@ static void on_timer(sl_timeout_t *t)
     }
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------- */
+/* ---- parse state ------------------------------------------------------------------------- */
 
-static void on_stream_closed(sl_stream_t *s)
+#define FREE_PARSE_MAX 256
+
+static void parse_get(h1_down_t *d)
 {
-    free(sl_stream_data(s));
+    sl_http_worker_t *hw = d->hw;
+    h1_parse_t *p = hw->free_parse;
+    if (p) {
+        hw->free_parse = p->next_free;
+        hw->n_free_parse--;
+        hdr_off_t *hdrs = p->hdrs; /* keep the header array: it is sized for this traffic */
+        size_t cap = p->cap_hdrs;
+        memset(p, 0, sizeof(*p));
+        p->hdrs = hdrs;
+        p->cap_hdrs = cap;
+    } else {
+        p = sl_xcalloc(1, sizeof(*p));
+    }
+    sl__iobuf_get(hw, &p->in, SL_IOBUF_SMALL);
+    llhttp_init(&p->parser, HTTP_REQUEST, request_settings());
+    p->parser.data = d;
+    d->p = p;
 }
+
+static void parse_put(h1_down_t *d)
+{
+    h1_parse_t *p = d->p;
+    sl_http_worker_t *hw = d->hw;
+    d->p = NULL;
+    if (!p)
+        return;
+    sl__iobuf_put(hw, &p->in);
+    if (!hw->stopped && hw->n_free_parse < FREE_PARSE_MAX) {
+        p->next_free = hw->free_parse;
+        hw->free_parse = p;
+        hw->n_free_parse++;
+    } else {
+        free(p->hdrs);
+        free(p);
+    }
+}
+
+void sl__down_free_parse_list(sl_http_worker_t *hw)
+{
+    while (hw->free_parse) {
+        h1_parse_t *p = hw->free_parse;
+        hw->free_parse = p->next_free;
+        free(p->hdrs);
+        free(p);
+    }
+    hw->n_free_parse = 0;
+}
+
+/* ---- lifecycle --------------------------------------------------------------------------- */
 
 static void down_close(h1_down_t *d, bool graceful)
 {
@@ -140,20 +189,15 @@ static void down_close(h1_down_t *d, bool graceful)
         sl__session_release(hw, d->session);
         d->session = NULL;
     }
-    sl__iobuf_put(hw, &d->in);
-    free(d->hdrs);
-    d->hdrs = NULL;
+    parse_put(d);
     disarm(d);
-    if (graceful && !d->peer_eof) {
-        /* The stream lingers and frees itself; we are done with it now. Write callbacks
-         * still due find no data and return. */
-        sl_stream_t *st = d->stream;
-        sl_stream_set_data(st, NULL);
-        sl_stream_close_graceful(st, 2000);
-        free(d);
-    } else {
-        sl_stream_close(d->stream, on_stream_closed);
-    }
+    /* d lives in the stream's allocation and goes with it. While the stream lingers, write
+     * callbacks still due find no data and return. */
+    sl_stream_set_data(d->stream, NULL);
+    if (graceful && !d->peer_eof)
+        sl_stream_close_graceful(d->stream, 2000);
+    else
+        sl_stream_close(d->stream, NULL);
 }
 
 void sl__down_abort(h1_down_t *d)
@@ -163,13 +207,13 @@ void sl__down_abort(h1_down_t *d)
 
 static void reset_parse_state(h1_down_t *d)
 {
-    d->url_off = d->url_len = d->method_off = d->method_len = 0;
-    d->n_hdrs = 0;
-    d->hdr_phase = 0;
-    d->headers_done = d->message_done = false;
-    d->parse_error = 0;
-    d->n_body_iov = 0;
-    d->in_trailers = false;
+    d->p->url_off = d->p->url_len = d->p->method_off = d->p->method_len = 0;
+    d->p->n_hdrs = 0;
+    d->p->hdr_phase = 0;
+    d->p->headers_done = d->p->message_done = false;
+    d->p->parse_error = 0;
+    d->p->n_body_iov = 0;
+    d->p->in_trailers = false;
 }
 
 /* ---- reading ----------------------------------------------------------------------------- */
@@ -179,25 +223,25 @@ static void reset_parse_state(h1_down_t *d)
  * header cap; during a body, consumed body bytes that no pending write references are dropped. */
 static int make_room(h1_down_t *d)
 {
-    sl_iobuf_t *b = &d->in;
+    sl_iobuf_t *b = &d->p->in;
     if (b->len < b->cap)
         return 0;
     if (!d->session) {
-        if (d->msg_start > 0) {
-            memmove(b->data, b->data + d->msg_start, b->len - d->msg_start);
-            b->len -= d->msg_start;
-            b->parsed -= d->msg_start;
-            d->msg_start = 0;
+        if (d->p->msg_start > 0) {
+            memmove(b->data, b->data + d->p->msg_start, b->len - d->p->msg_start);
+            b->len -= d->p->msg_start;
+            b->parsed -= d->p->msg_start;
+            d->p->msg_start = 0;
             return 0;
         }
-        size_t max = d->svc->opts.max_header_size + d->svc->opts.max_request_line + 1024;
+        size_t max = d->hw->svc->opts.max_header_size + d->hw->svc->opts.max_request_line + 1024;
         return sl__iobuf_grow(b, b->cap * 2, max) == 0 ? 0 : SL_EHEADER_TOO_LARGE;
     }
     /* A session runs: its header views sit in [msg_start, body_base). */
-    if (b->refs == 0 && b->parsed > d->body_base) {
-        memmove(b->data + d->body_base, b->data + b->parsed, b->len - b->parsed);
-        b->len -= b->parsed - d->body_base;
-        b->parsed = d->body_base;
+    if (b->refs == 0 && b->parsed > d->p->body_base) {
+        memmove(b->data + d->p->body_base, b->data + b->parsed, b->len - b->parsed);
+        b->len -= b->parsed - d->p->body_base;
+        b->parsed = d->p->body_base;
         return 0;
     }
     return UV_ENOBUFS; /* wait for writes to complete */
@@ -206,13 +250,13 @@ static int make_room(h1_down_t *d)
 static void on_alloc(sl_stream_t *s, size_t suggested, uv_buf_t *buf)
 {
     h1_down_t *d = sl_stream_data(s);
-    if (!d->in.data)
-        sl__iobuf_get(d->hw, &d->in, SL_IOBUF_SMALL);
+    if (!d->p)
+        parse_get(d); /* with its buffer */
     if (make_room(d) != 0) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    *buf = uv_buf_init(d->in.data + d->in.len, (unsigned)(d->in.cap - d->in.len));
+    *buf = uv_buf_init(d->p->in.data + d->p->in.len, (unsigned)(d->p->in.cap - d->p->in.len));
 }
 
 static void stop_reading(h1_down_t *d)
@@ -262,14 +306,14 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                 d->close_after = true;
             return;
         }
-        if (d->in.len > d->in.parsed && nread == UV_EOF) {
+        if (d->p->in.len > d->p->in.parsed && nread == UV_EOF) {
             /* A truncated request: nothing to answer on a closed connection. */
             SL_DEBUG("connection closed mid-request");
         }
         down_close(d, false);
         return;
     }
-    d->in.len += (size_t)nread;
+    d->p->in.len += (size_t)nread;
     down_process(d);
 }
 
@@ -282,7 +326,7 @@ static h1_down_t *from_parser(llhttp_t *p)
 
 static uint32_t rel(h1_down_t *d, const char *at)
 {
-    return (uint32_t)(at - d->in.data - (ptrdiff_t)d->msg_start);
+    return (uint32_t)(at - d->p->in.data - (ptrdiff_t)d->p->msg_start);
 }
 
 static int on_message_begin(llhttp_t *p)
@@ -295,20 +339,20 @@ static int on_message_begin(llhttp_t *p)
 static int on_method(llhttp_t *p, const char *at, size_t len)
 {
     h1_down_t *d = from_parser(p);
-    if (!d->method_len)
-        d->method_off = rel(d, at);
-    d->method_len += (uint32_t)len;
+    if (!d->p->method_len)
+        d->p->method_off = rel(d, at);
+    d->p->method_len += (uint32_t)len;
     return 0;
 }
 
 static int on_url(llhttp_t *p, const char *at, size_t len)
 {
     h1_down_t *d = from_parser(p);
-    if (!d->url_len)
-        d->url_off = rel(d, at);
-    d->url_len += (uint32_t)len;
-    if (d->url_len > d->svc->opts.max_request_line) {
-        d->parse_error = SL_EURI_TOO_LONG;
+    if (!d->p->url_len)
+        d->p->url_off = rel(d, at);
+    d->p->url_len += (uint32_t)len;
+    if (d->p->url_len > d->hw->svc->opts.max_request_line) {
+        d->p->parse_error = SL_EURI_TOO_LONG;
         return HPE_USER;
     }
     return 0;
@@ -316,8 +360,9 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 
 static int header_bytes_check(h1_down_t *d, const char *at)
 {
-    if ((size_t)(at - d->in.data) - d->msg_start > d->svc->opts.max_header_size + d->url_len + 64) {
-        d->parse_error = SL_EHEADER_TOO_LARGE;
+    if ((size_t)(at - d->p->in.data) - d->p->msg_start >
+        d->hw->svc->opts.max_header_size + d->p->url_len + 64) {
+        d->p->parse_error = SL_EHEADER_TOO_LARGE;
         return HPE_USER;
     }
     return 0;
@@ -332,9 +377,9 @@ static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
     sl_headers_t *t = &s->req_trailers;
     if (!t->arena)
         t->arena = &s->arena;
-    if (!value && d->hdr_phase != 1) {
+    if (!value && d->p->hdr_phase != 1) {
         if (t->n >= 64) {
-            d->parse_error = SL_EHEADER_TOO_LARGE;
+            d->p->parse_error = SL_EHEADER_TOO_LARGE;
             return HPE_USER;
         }
         sl_headers_add_n(t, at, len, "", 0);
@@ -342,7 +387,7 @@ static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
         sl_header_t *h = &t->items[t->n - 1];
         sl_str_t *f = value ? &h->value : &h->name;
         if (f->len + len > 8192) {
-            d->parse_error = SL_EHEADER_TOO_LARGE;
+            d->p->parse_error = SL_EHEADER_TOO_LARGE;
             return HPE_USER;
         }
         char *n = sl_arena_alloc(t->arena, f->len + len + 1);
@@ -351,47 +396,47 @@ static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
         f->ptr = n;
         f->len += len;
     }
-    d->hdr_phase = value ? 2 : 1;
+    d->p->hdr_phase = value ? 2 : 1;
     return 0;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     h1_down_t *d = from_parser(p);
-    if (d->in_trailers)
+    if (d->p->in_trailers)
         return trailer_piece(d, at, len, false);
-    if (d->hdr_phase != 1) {
-        if (d->n_hdrs >= d->svc->opts.max_headers) {
-            d->parse_error = SL_EHEADER_TOO_LARGE;
+    if (d->p->hdr_phase != 1) {
+        if (d->p->n_hdrs >= d->hw->svc->opts.max_headers) {
+            d->p->parse_error = SL_EHEADER_TOO_LARGE;
             return HPE_USER;
         }
-        if (d->n_hdrs == d->cap_hdrs) {
-            d->cap_hdrs = d->cap_hdrs ? d->cap_hdrs * 2 : 32;
-            d->hdrs = sl_xrealloc(d->hdrs, d->cap_hdrs * sizeof(*d->hdrs));
+        if (d->p->n_hdrs == d->p->cap_hdrs) {
+            d->p->cap_hdrs = d->p->cap_hdrs ? d->p->cap_hdrs * 2 : 32;
+            d->p->hdrs = sl_xrealloc(d->p->hdrs, d->p->cap_hdrs * sizeof(*d->p->hdrs));
         }
-        hdr_off_t *h = &d->hdrs[d->n_hdrs++];
+        hdr_off_t *h = &d->p->hdrs[d->p->n_hdrs++];
         h->name_off = rel(d, at);
         h->name_len = 0;
         h->val_off = h->val_len = 0;
-        d->hdr_phase = 1;
+        d->p->hdr_phase = 1;
     }
-    d->hdrs[d->n_hdrs - 1].name_len += (uint32_t)len;
+    d->p->hdrs[d->p->n_hdrs - 1].name_len += (uint32_t)len;
     return header_bytes_check(d, at + len);
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     h1_down_t *d = from_parser(p);
-    if (d->in_trailers)
+    if (d->p->in_trailers)
         return trailer_piece(d, at, len, true);
-    hdr_off_t *h = &d->hdrs[d->n_hdrs - 1];
-    if (d->hdr_phase != 2) {
+    hdr_off_t *h = &d->p->hdrs[d->p->n_hdrs - 1];
+    if (d->p->hdr_phase != 2) {
         h->val_off = rel(d, at);
-        d->hdr_phase = 2;
+        d->p->hdr_phase = 2;
     } else if (rel(d, at) != h->val_off + h->val_len) {
         /* Pieces of one value are adjacent in our buffer unless a line was folded
          * (obs-fold), which RFC 9112 says to reject. */
-        d->parse_error = SL_EPARSE;
+        d->p->parse_error = SL_EPARSE;
         return HPE_USER;
     }
     h->val_len += (uint32_t)len;
@@ -401,18 +446,18 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
-    d->hdr_phase = 0;
+    d->p->hdr_phase = 0;
     return 0;
 }
 
 static int on_headers_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
-    d->headers_done = true;
+    d->p->headers_done = true;
     if ((p->flags & F_TRANSFER_ENCODING) && !(p->flags & F_CHUNKED)) {
         /* RFC 9112 6.3: a request whose last transfer coding is not chunked has no
          * determinable length. */
-        d->parse_error = SL_EPARSE;
+        d->p->parse_error = SL_EPARSE;
         return -1;
     }
     bool body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENT_LENGTH) && p->content_length);
@@ -424,11 +469,11 @@ static int on_headers_complete(llhttp_t *p)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     h1_down_t *d = from_parser(p);
-    if (d->n_body_iov == SL_MAX_BODY_IOV) {
-        d->parse_error = SL_EINTERNAL;
+    if (d->p->n_body_iov == SL_MAX_BODY_IOV) {
+        d->p->parse_error = SL_EINTERNAL;
         return HPE_USER;
     }
-    d->hw->down_iov[d->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
+    d->hw->down_iov[d->p->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
     return 0;
 }
 
@@ -436,8 +481,8 @@ static int on_chunk_header(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
     if (p->content_length == 0)
-        d->in_trailers = true;
-    d->hdr_phase = 0;
+        d->p->in_trailers = true;
+    d->p->hdr_phase = 0;
     return 0;
 }
 
@@ -445,13 +490,13 @@ static int on_chunk_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
     /* Pause before the span array can overflow; delivery empties it. */
-    return d->n_body_iov >= SL_MAX_BODY_IOV - 2 ? HPE_PAUSED : 0;
+    return d->p->n_body_iov >= SL_MAX_BODY_IOV - 2 ? HPE_PAUSED : 0;
 }
 
 static int on_message_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
-    d->message_done = true;
+    d->p->message_done = true;
     return HPE_PAUSED;
 }
 
@@ -479,40 +524,44 @@ static const llhttp_settings_t *request_settings(void)
 
 static int map_parse_error(h1_down_t *d, llhttp_errno_t e)
 {
-    return d->parse_error ? d->parse_error : SL_EPARSE;
+    return d->p->parse_error ? d->p->parse_error : SL_EPARSE;
 }
 
 /* Runs the parser over buffered bytes until it needs the session (headers done, body
  * delivered, message done) or runs out of bytes. */
 static void down_process(h1_down_t *d)
 {
-    sl_iobuf_t *b = &d->in;
+    if (!d->p) { /* idle, nothing buffered */
+        start_reading(d);
+        return;
+    }
+    sl_iobuf_t *b = &d->p->in;
     while (d->state != DOWN_CLOSING) {
         sl_session_t *s = d->session;
-        if (s && (d->body_hold || d->message_done))
+        if (s && (d->body_hold || d->p->message_done))
             break; /* the session is not ready for more */
         if (b->parsed == b->len)
             break;
         if (d->state == DOWN_IDLE) {
             d->state = DOWN_HEADERS;
-            d->msg_start = b->parsed;
+            d->p->msg_start = b->parsed;
             reset_parse_state(d);
-            arm(d, TIMER_HEADER, d->svc->opts.header_timeout_ms);
+            arm(d, TIMER_HEADER, d->hw->svc->opts.header_timeout_ms);
         }
-        llhttp_errno_t e = llhttp_execute(&d->parser, b->data + b->parsed, b->len - b->parsed);
+        llhttp_errno_t e = llhttp_execute(&d->p->parser, b->data + b->parsed, b->len - b->parsed);
         size_t used;
         if (e == HPE_OK) {
             used = b->len - b->parsed;
         } else if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
-            used = (size_t)(llhttp_get_error_pos(&d->parser) - (b->data + b->parsed));
+            used = (size_t)(llhttp_get_error_pos(&d->p->parser) - (b->data + b->parsed));
             if (e == HPE_PAUSED_UPGRADE)
-                llhttp_resume_after_upgrade(&d->parser);
+                llhttp_resume_after_upgrade(&d->p->parser);
             else
-                llhttp_resume(&d->parser);
+                llhttp_resume(&d->p->parser);
         } else {
             int err = map_parse_error(d, e);
             SL_DEBUG("bad request: %s (%s)", llhttp_errno_name(e),
-                     llhttp_get_error_reason(&d->parser));
+                     llhttp_get_error_reason(&d->p->parser));
             if (s)
                 sl__session_on_down_error(s, err);
             else
@@ -520,13 +569,13 @@ static void down_process(h1_down_t *d)
             return;
         }
         b->parsed += used;
-        if (d->headers_done && !s) {
-            d->headers_done = false;
-            if (!d->message_done && b->cap < SL_IOBUF_SIZE)
+        if (d->p->headers_done && !s) {
+            d->p->headers_done = false;
+            if (!d->p->message_done && b->cap < SL_IOBUF_SIZE)
                 /* A body follows: stream it through a full-size buffer. Views into the
                  * buffer are made after this. */
                 sl__iobuf_grow(b, SL_IOBUF_SIZE, SL_IOBUF_SIZE);
-            d->body_base = b->parsed;
+            d->p->body_base = b->parsed;
             d->state = DOWN_ACTIVE;
             disarm(d);
             d->body_hold = true;
@@ -535,14 +584,14 @@ static void down_process(h1_down_t *d)
              * unless the request has none. */
             continue;
         }
-        if (s && (d->n_body_iov || d->message_done)) {
-            size_t n = d->n_body_iov;
-            d->n_body_iov = 0;
-            if (d->message_done)
+        if (s && (d->p->n_body_iov || d->p->message_done)) {
+            size_t n = d->p->n_body_iov;
+            d->p->n_body_iov = 0;
+            if (d->p->message_done)
                 disarm(d);
             else if (n)
-                arm(d, TIMER_BODY, d->svc->opts.body_timeout_ms);
-            sl__session_on_request_body(s, d->hw->down_iov, n, d->message_done);
+                arm(d, TIMER_BODY, d->hw->svc->opts.body_timeout_ms);
+            sl__session_on_request_body(s, d->hw->down_iov, n, d->p->message_done);
         }
     }
     if (d->state == DOWN_CLOSING)
@@ -565,7 +614,7 @@ void sl__down_resume_body(h1_down_t *d)
 {
     d->body_hold = false;
     if (d->session && !d->session->req_body_done)
-        arm(d, TIMER_BODY, d->svc->opts.body_timeout_ms);
+        arm(d, TIMER_BODY, d->hw->svc->opts.body_timeout_ms);
     down_process(d);
 }
 
@@ -606,32 +655,28 @@ void sl__down_session_done(h1_down_t *d)
     d->session = NULL;
     sl__session_release(d->hw, s);
     d->requests++;
-    bool keep =
-        !d->close_after && !d->peer_eof && !d->hw->shutting_down &&
-        d->svc->opts.keepalive_timeout_ms > 0 &&
-        (!d->svc->opts.max_requests_per_conn || d->requests < d->svc->opts.max_requests_per_conn);
+    bool keep = !d->close_after && !d->peer_eof && !d->hw->shutting_down &&
+                d->hw->svc->opts.keepalive_timeout_ms > 0 &&
+                (!d->hw->svc->opts.max_requests_per_conn ||
+                 d->requests < d->hw->svc->opts.max_requests_per_conn);
     if (!keep) {
         down_close(d, true);
         return;
     }
     /* Drop the finished message; keep what follows (a pipelined request). */
-    sl_iobuf_t *b = &d->in;
+    sl_iobuf_t *b = &d->p->in;
     d->state = DOWN_IDLE;
-    d->message_done = false;
+    d->p->message_done = false;
     d->body_hold = false;
     if (b->parsed == b->len) {
-        /* Idle connections hold no buffer and no parse scratch. */
-        sl__iobuf_put(d->hw, b);
-        free(d->hdrs);
-        d->hdrs = NULL;
-        d->cap_hdrs = 0;
+        parse_put(d); /* idle connections hold no buffer and no parse state */
     } else {
         memmove(b->data, b->data + b->parsed, b->len - b->parsed);
         b->len -= b->parsed;
         b->parsed = 0;
+        d->p->msg_start = 0;
     }
-    d->msg_start = 0;
-    arm(d, TIMER_KEEPALIVE, d->svc->opts.keepalive_timeout_ms);
+    arm(d, TIMER_KEEPALIVE, d->hw->svc->opts.keepalive_timeout_ms);
     down_process(d);
 }
 
@@ -640,16 +685,14 @@ void sl__down_session_done(h1_down_t *d)
 void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
 {
     sl_http_worker_t *hw = sl__http_worker(svc, sl_stream_worker(stream));
-    h1_down_t *d = sl_xcalloc(1, sizeof(*d));
+    h1_down_t *d = sl_stream_extra(stream); /* zeroed, freed with the stream */
     atomic_fetch_add_explicit(&hw->st_accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&hw->st_open, 1, memory_order_relaxed);
     d->stream = stream;
     d->hw = hw;
-    d->svc = svc;
+    d->hw->svc = svc;
     d->state = DOWN_IDLE;
     sl_stream_set_data(stream, d);
-    llhttp_init(&d->parser, HTTP_REQUEST, request_settings());
-    d->parser.data = d;
     struct sockaddr_storage peer;
     if (sl_stream_peer_addr(stream, &peer) == 0) {
         if (peer.ss_family == AF_INET6 || peer.ss_family == AF_INET)

@@ -233,8 +233,8 @@ static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer)
     u->hw = hw;
     atomic_fetch_add_explicit(&hw->st_up_open, 1, memory_order_relaxed);
     key_from_peer(&u->key, peer);
-    u->stream =
-        sl__stream_new(hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP);
+    u->stream = sl__stream_new(hw->loop,
+                               peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
     sl_stream_set_data(u->stream, u);
     llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
     u->parser.data = u;

@@ -27,6 +27,7 @@ typedef struct sl_http_worker sl_http_worker_t;
 typedef struct sl_http_service sl_http_service_t;
 typedef struct h1_down h1_down_t;
 typedef struct h1_up h1_up_t;
+typedef struct h1_parse h1_parse_t;
 
 /* ---- buffers ----------------------------------------------------------------------------- */
 
@@ -70,6 +71,8 @@ struct sl_http_worker {
     size_t n_free_sessions;
     sl_pool_t *pool;
     h1_down_t *conns; /* every downstream connection, for shutdown */
+    h1_parse_t *free_parse;
+    size_t n_free_parse;
     sl_shutdown_sub_t on_shutdown;
     sl_shutdown_sub_t on_expired;
     /* Counters read by other threads (metrics). */
@@ -104,39 +107,43 @@ typedef struct hdr_off {
     uint32_t name_off, name_len, val_off, val_len;
 } hdr_off_t;
 
+/* Parse state of a client connection, held only while it has bytes to parse: idle keep-alive
+ * connections give it back (with their buffer) to the worker's free list. */
+struct h1_parse {
+    sl_iobuf_t in; /* the bytes being parsed */
+    llhttp_t parser;
+    size_t msg_start; /* the current request's first byte in `in` */
+    size_t body_base; /* end of its header block */
+    uint32_t url_off, url_len, method_off, method_len;
+    hdr_off_t *hdrs;
+    size_t n_hdrs, cap_hdrs;
+    size_t n_body_iov; /* body spans of one llhttp_execute, in hw->down_iov */
+    int hdr_phase;     /* 0 none, 1 in field, 2 in value */
+    int parse_error;
+    bool headers_done, message_done, in_trailers;
+    struct h1_parse *next_free;
+};
+
 struct h1_down {
     sl_stream_t *stream;
     sl_http_worker_t *hw;
-    sl_http_service_t *svc;
-    h1_down_state_t state;
-    llhttp_t parser;
-    sl_iobuf_t in;
+    h1_parse_t *p; /* buffer and parse state; NULL while idle */
     sl_timeout_t tmo;
-    int timer_mode;
     sl_session_t *session;
+    h1_down_t *prev, *next; /* hw->conns */
     union {
         struct sockaddr sa;
         struct sockaddr_in in;
         struct sockaddr_in6 in6;
     } peer; /* AF_UNIX peers keep only the family */
     uint32_t requests;
+    uint16_t write_pending; /* writes queued on the stream not yet completed */
+    uint8_t state;          /* h1_down_state_t */
+    uint8_t timer_mode;
     bool reading;
-    bool close_after;       /* no keep-alive after this response */
-    bool peer_eof;          /* the client half-closed */
-    bool body_hold;         /* the session is not ready for request body bytes yet */
-    size_t body_base;       /* end of the current request's header block in `in` */
-    int write_pending;      /* writes queued on the stream not yet completed */
-    h1_down_t *prev, *next; /* hw->conns */
-    /* parse state for the current header block (offsets: the buffer may grow) */
-    size_t msg_start;
-    uint32_t url_off, url_len, method_off, method_len;
-    hdr_off_t *hdrs;
-    size_t n_hdrs, cap_hdrs;
-    int hdr_phase; /* 0 none, 1 in field, 2 in value */
-    bool headers_done, message_done;
-    int parse_error;
-    size_t n_body_iov; /* body spans of one llhttp_execute, in hw->down_iov */
-    bool in_trailers;
+    bool close_after; /* no keep-alive after this response */
+    bool peer_eof;    /* the client half-closed */
+    bool body_hold;   /* the session is not ready for request body bytes yet */
 };
 
 /* ---- upstream connection ----------------------------------------------------------------- */
@@ -281,6 +288,8 @@ void sl__down_buffer_released(h1_down_t *d);
 /* Graceful shutdown (expired=false: idle connections close, busy ones after the response;
  * expired=true: everything closes now). */
 void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired);
+/* Frees the worker's recycled parse states (worker stop). */
+void sl__down_free_parse_list(sl_http_worker_t *hw);
 /* The session no longer needs request body pauses: parse what is buffered, read more. */
 void sl__down_resume_body(h1_down_t *d);
 /* The session is finished (every write completed): keep-alive or close. */

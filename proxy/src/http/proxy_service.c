@@ -65,6 +65,7 @@ static void worker_stop(void *data, sl_worker_t *w)
     hw->free_bufs = hw->free_small = NULL;
     hw->n_free_bufs = hw->n_free_small = 0;
     hw->stopped = true;
+    sl__down_free_parse_list(hw);
     while (hw->free_sessions) {
         sl_session_t *s = hw->free_sessions;
         hw->free_sessions = s->next_free;
@@ -112,6 +113,7 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
         .worker_start = worker_start,
         .worker_stop = worker_stop,
         .free = service_free,
+        .stream_data_size = sizeof(h1_down_t),
     };
     svc->service = sl_listening_service_new("http-proxy", &app_vt, svc);
     return svc->service;

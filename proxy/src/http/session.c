@@ -59,7 +59,7 @@ static sl_session_t *session_alloc(h1_down_t *d)
     /* Everything before the arena is per-request state; the arena keeps its first block. */
     memset(s, 0, offsetof(sl_session_t, arena));
     sl__arena_init(&s->arena);
-    s->svc = d->svc;
+    s->svc = d->hw->svc;
     s->hw = hw;
     s->down = d;
     s->start_ms = uv_now(hw->loop);
@@ -117,19 +117,20 @@ static bool is_hop_by_hop(sl_str_t name)
 static int build_request(sl_session_t *s)
 {
     h1_down_t *d = s->down;
-    const char *base = d->in.data + d->msg_start;
+    const char *base = d->p->in.data + d->p->msg_start;
     sl_request_header_t *r = &s->req;
-    r->method = (sl_str_t){base + d->method_off, d->method_len};
-    r->uri = (sl_str_t){base + d->url_off, d->url_len};
-    r->version = d->parser.http_major == 1 && d->parser.http_minor == 0 ? 10 : 11;
-    if (d->parser.http_major != 1)
+    r->method = (sl_str_t){base + d->p->method_off, d->p->method_len};
+    r->uri = (sl_str_t){base + d->p->url_off, d->p->url_len};
+    r->version = d->p->parser.http_major == 1 && d->p->parser.http_minor == 0 ? 10 : 11;
+    if (d->p->parser.http_major != 1)
         return SL_EPARSE;
     r->headers.arena = &s->arena;
-    r->headers.n = r->headers.cap = d->n_hdrs;
-    r->headers.items = sl_arena_alloc(&s->arena, (d->n_hdrs ? d->n_hdrs : 1) * sizeof(sl_header_t));
+    r->headers.n = r->headers.cap = d->p->n_hdrs;
+    r->headers.items =
+        sl_arena_alloc(&s->arena, (d->p->n_hdrs ? d->p->n_hdrs : 1) * sizeof(sl_header_t));
     size_t hosts = 0;
-    for (size_t i = 0; i < d->n_hdrs; i++) {
-        const hdr_off_t *h = &d->hdrs[i];
+    for (size_t i = 0; i < d->p->n_hdrs; i++) {
+        const hdr_off_t *h = &d->p->hdrs[i];
         const char *v = base + h->val_off;
         size_t vl = h->val_len;
         while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
@@ -170,18 +171,18 @@ static int build_request(sl_session_t *s)
                 r->uri = (sl_str_t){path, (size_t)(end - path)};
         }
     }
-    uint64_t flags = d->parser.flags;
+    uint64_t flags = d->p->parser.flags;
     if (flags & F_CHUNKED) {
         s->req_body = BODY_CHUNKED;
-    } else if ((flags & F_CONTENT_LENGTH) && d->parser.content_length) {
+    } else if ((flags & F_CONTENT_LENGTH) && d->p->parser.content_length) {
         s->req_body = BODY_LENGTH;
-        s->req_content_length = d->parser.content_length;
+        s->req_content_length = d->p->parser.content_length;
     } else {
         s->req_body = BODY_NONE;
         s->req_body_done = true;
     }
     s->head = sl_str_eq(r->method, SL_STR("HEAD"));
-    s->client_wants_close = !llhttp_should_keep_alive(&d->parser);
+    s->client_wants_close = !llhttp_should_keep_alive(&d->p->parser);
     s->expect_continue = s->req_body != BODY_NONE && r->version == 11 &&
                          sl_headers_has_token(&r->headers, "expect", "100-continue");
     return 0;
@@ -303,7 +304,8 @@ static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end
         }
         if (!body.len)
             continue;
-        if (body.data >= s->down->in.data && body.data < s->down->in.data + s->down->in.cap)
+        if (body.data >= s->down->p->in.data &&
+            body.data < s->down->p->in.data + s->down->p->in.cap)
             refs_down = true;
         if (chunked)
             out[k++] = sl__h1_chunk_header(&s->arena, body.len);
@@ -355,7 +357,7 @@ static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end
     int tag = refs_down ? WTAG_DOWN_BUF : WTAG_NONE;
     int rc = sl__up_write(s->up, out, k, tag);
     if (rc == 0 && refs_down)
-        s->down->in.refs++;
+        s->down->p->in.refs++;
     return rc;
 }
 
@@ -378,7 +380,7 @@ static int send_request(sl_session_t *s)
     int rc = sl__up_write(s->up, &head, 1, WTAG_NONE);
     if (rc)
         return rc;
-    if (s->expect_continue && !s->req_body_done && s->down->in.parsed == s->down->in.len) {
+    if (s->expect_continue && !s->req_body_done && s->down->p->in.parsed == s->down->p->in.len) {
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
         if (sl__down_write(s->down, &b, 1, WTAG_NONE) == 0)
@@ -582,7 +584,7 @@ void sl__session_on_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool 
 void sl__session_on_up_write_done(sl_session_t *s, int status, int tag)
 {
     if (tag == WTAG_DOWN_BUF && s->down) {
-        if (--s->down->in.refs == 0)
+        if (--s->down->p->in.refs == 0)
             sl__down_buffer_released(s->down);
     }
     if (status < 0 && status != UV_ECANCELED && s->state != SS_DONE)

@@ -88,12 +88,12 @@ static void on_done_idle(uv_idle_t *h)
 /* True when this thread can defer completions for s's loop (not after its cleanup). */
 static bool can_defer(sl_stream_t *s)
 {
-    if (done_loop == s->loop)
+    if (done_loop == s->u.handle.loop)
         return true;
     if (done_loop != NULL)
         return false; /* closed at thread cleanup, or another loop: use the queued path */
-    uv_idle_init(s->loop, &done_idle);
-    done_loop = s->loop;
+    uv_idle_init(s->u.handle.loop, &done_idle);
+    done_loop = s->u.handle.loop;
     return true;
 }
 
@@ -131,11 +131,15 @@ void sl__stream_free_thread_reqs(void)
     n_free_reqs = 0;
 }
 
-sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind)
+sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind, size_t extra)
 {
-    sl_stream_t *s = sl_xcalloc(1, sizeof(*s));
-    s->kind = kind;
-    s->loop = loop;
+    size_t size =
+        offsetof(sl_stream_t, u) + (kind == SL_STREAM_TCP ? sizeof(uv_tcp_t) : sizeof(uv_pipe_t));
+    size = (size + 15) & ~(size_t)15;
+    sl_stream_t *s = sl_xcalloc(1, size + extra);
+    if (extra)
+        s->extra_off = (uint16_t)size;
+    s->kind = (uint8_t)kind;
     s->worker = sl_worker_current();
     if (kind == SL_STREAM_TCP)
         uv_tcp_init(loop, &s->u.tcp);
@@ -148,7 +152,8 @@ sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind)
 int sl__stream_accept(sl_listener_handle_t *lh, sl_stream_t **out)
 {
     sl_stream_kind_t kind = lh->endpoint->kind == SL_EP_TCP ? SL_STREAM_TCP : SL_STREAM_PIPE;
-    sl_stream_t *s = sl__stream_new(lh->u.handle.loop, kind);
+    sl_stream_t *s =
+        sl__stream_new(lh->u.handle.loop, kind, lh->endpoint->service->app.stream_data_size);
     s->worker = lh->worker;
     s->service = lh->endpoint->service;
     int rc = uv_accept(&lh->u.stream, &s->u.stream);
@@ -396,7 +401,7 @@ void sl_stream_close_graceful(sl_stream_t *s, uint64_t linger_ms)
     sl_stream_read_stop(s);
     sl_linger_t *l = sl_xcalloc(1, sizeof(*l));
     l->stream = s;
-    uv_timer_init(s->loop, &l->timer);
+    uv_timer_init(s->u.handle.loop, &l->timer);
     l->timer.data = l;
     s->linger = l;
     uv_timer_start(&l->timer, linger_timeout, linger_ms, 0);
@@ -440,6 +445,11 @@ void sl_stream_finish(sl_stream_t *s, bool reuse)
 
 /* ---- accessors --------------------------------------------------------------------------- */
 
+void *sl_stream_extra(const sl_stream_t *s)
+{
+    return s->extra_off ? (char *)s + s->extra_off : NULL;
+}
+
 void sl_stream_set_data(sl_stream_t *s, void *data)
 {
     s->data = data;
@@ -452,7 +462,7 @@ void *sl_stream_data(const sl_stream_t *s)
 
 uv_loop_t *sl_stream_loop(const sl_stream_t *s)
 {
-    return s->loop;
+    return s->u.handle.loop;
 }
 
 sl_worker_t *sl_stream_worker(const sl_stream_t *s)

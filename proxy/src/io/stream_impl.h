@@ -16,14 +16,6 @@ typedef struct sl_write_req {
 } sl_write_req_t;
 
 struct sl_stream {
-    union {
-        uv_handle_t handle;
-        uv_stream_t stream;
-        uv_tcp_t tcp;
-        uv_pipe_t pipe;
-    } u;
-    sl_stream_kind_t kind;
-    uv_loop_t *loop;
     sl_worker_t *worker;
     sl_service_t *service; /* accepting service, NULL for upstream connections */
     void *data;
@@ -32,17 +24,27 @@ struct sl_stream {
     sl_stream_close_cb close_cb;
     sl_stream_shutdown_cb shutdown_cb;
     uv_shutdown_t *shutdown_req;
-    unsigned deferred; /* completed writes whose callbacks have not run yet */
-    bool closing;
-    bool counted; /* holds a worker ref (accepted streams) */
-    bool reusing; /* handed back with sl_stream_finish(reuse), process_new not yet called */
-    bool closed;  /* the handle closed while reusing or with callbacks due: freed later */
     struct sl_linger *linger;
+    uint32_t deferred;  /* completed writes whose callbacks have not run yet */
+    uint16_t extra_off; /* offset of the app's per-stream memory, 0: none */
+    uint8_t kind;       /* sl_stream_kind_t */
+    bool closing : 1;
+    bool counted : 1; /* holds a worker ref (accepted streams) */
+    bool reusing : 1; /* handed back with sl_stream_finish(reuse), process_new not yet called */
+    bool closed : 1;  /* the handle closed while reusing or with callbacks due: freed later */
+    /* Last: a TCP stream is allocated without the (larger) pipe part of the union, and the
+     * app's memory follows the handle actually used. */
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } u;
 };
 
-/* Initialises a client (upstream) TCP or pipe stream on loop; the caller connects u.tcp or
- * u.pipe itself. Returns a stream that must be closed with sl_stream_close. */
-sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind);
+/* Initialises a TCP or pipe stream on loop with `extra` bytes of zeroed app memory; the caller
+ * connects (or accepts into) u.tcp / u.pipe. Close it with sl_stream_close. */
+sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind, size_t extra);
 
 /* At worker exit: runs due write callbacks and closes the thread's completion handle, then
  * (after the loop's last run) frees its recycled write requests. */
