@@ -58,8 +58,8 @@ EX_BINS   := $(EX_SRCS:proxy/examples/%.c=$(B)/examples/%)
 
 WATCH_SRCS := $(sort $(wildcard watcher/src/*.c))
 WATCH_OBJS := $(WATCH_SRCS:%.c=$(OBJ)/%.o)
-WATCH_MAIN := $(filter %/main.c,$(WATCH_OBJS))
-WATCH_LIBOBJS := $(filter-out %/main.c,$(WATCH_OBJS))
+WATCH_MAIN := $(filter %/main.o,$(WATCH_OBJS))
+WATCH_LIBOBJS := $(filter-out %/main.o,$(WATCH_OBJS))
 
 TEST_SRCS := $(sort $(wildcard proxy/test/*.c proxy/test/*/*.c watcher/test/*.c))
 TEST_OBJS := $(TEST_SRCS:%.c=$(OBJ)/%.o)

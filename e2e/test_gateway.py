@@ -373,3 +373,87 @@ def test_default_config_serves_404(procs, tmp_path):
     r = subprocess.run(["curl", "-s", "-i", "http://127.0.0.1:8080/anything"], capture_output=True)
     assert r.stdout.startswith(b"HTTP/1.1 404")
     assert p.stop() == 0
+
+
+def test_routing_sees_normalized_paths(procs, tmp_path):
+    conf = {"routes": [{"match": {"path": "/admin"}, **respond("denied", 403)},
+                       {"match": {"host": "example.com.", "path": "/"}, **respond("dot")},
+                       {"match": {"path": "/"}, **respond("open")}]}
+    g = Gateway(procs, tmp_path, conf)
+    for p in ("/admin", "/%61dmin", "//admin", "/x/../admin", "/./admin/"):
+        assert g.get(p)[0] == 403, p
+    assert g.get("/administrator")[2] == b"open"
+    assert g.get("/", host="example.com")[2] == b"dot"
+
+
+def test_put_backends_refused_for_a_discovery_upstream(procs, tmp_path, up1):
+    f = tmp_path / "ups.txt"
+    f.write_text(up1.addr + "\n")
+    g = Gateway(procs, tmp_path, {"upstreams": {"u": {"discovery": {"file": str(f)}}},
+                                  "routes": [{"match": {"path": "/"}, "upstream": "u"}]})
+    status, _, body = g.admin_call("PUT", "/upstreams/u/backends", ["127.0.0.1:9"])
+    assert status == 409 and b"discovery file" in body
+
+
+def test_admin_head_and_long_tokens(procs, tmp_path):
+    g = Gateway(procs, tmp_path, {"routes": []}, token="t" * 3000)
+    import socket as so
+    with so.create_connection(("127.0.0.1", g.admin_port)) as s:
+        s.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n"
+                  b"Connection: close\r\n\r\n")
+        data = b""
+        while (d := s.recv(4096)):
+            data += d
+    assert data.count(b"HTTP/1.1 200") == 2 and data.endswith(b"\r\n\r\nok\n")
+    assert data.split(b"\r\n\r\n")[1].startswith(b"HTTP/1.1 200"), "HEAD had no body"
+    new = {"routes": [{"match": {"path": "/"}, **respond("new")}]}
+    assert g.put_config(new)[0] == 200
+    status, headers, body = g.admin_call("GET", "/config")
+    assert headers["ETag"].startswith('"') and "X-Sluice-Config-Generation" in headers
+    assert json.loads(body)["routes"][0]["respond"]["body"] == "new"
+
+
+def test_sighup_refuses_typos_and_reports_static_changes(procs, tmp_path):
+    g = Gateway(procs, tmp_path, {"routes": [{"match": {"path": "/"}, **respond("v1")}]})
+    doc = dict(g.doc)
+    doc["rutes"] = []
+    g.write(doc)
+    g.proc.send(signal.SIGHUP)
+    g.wait_log(r'reload refused.*rutes: unknown key \(did you mean "routes"\?\)')
+    del doc["rutes"]
+    doc["threads"] = 2
+    doc["routes"] = [{"match": {"path": "/"}, **respond("v2")}]
+    g.write(doc)
+    g.proc.send(signal.SIGHUP)
+    g.wait_log(r'"threads" changed')
+    wait_until(lambda: g.get("/")[2] == b"v2", what="the reload")
+
+
+def test_hot_upgrade_of_the_gateway_keeps_admin(procs, tmp_path, up1):
+    conf = {"upstreams": {"u": {"backends": [up1.addr]}},
+            "routes": [{"match": {"path": "/"}, "upstream": "u"}]}
+    g = Gateway(procs, tmp_path, conf, threads=2)
+    new = procs.start([SLUICE, "-u", "-c", g.path], name="sluice-new")
+    new.wait_log("waiting for the old process")
+    g.proc.send(signal.SIGQUIT)
+    new.wait_log(r"received \d+ listening socket")
+    new.wait_log(r"admin API on")
+    assert g.proc.wait(15) == 0
+    assert g.get("/")[0] == 200
+    assert g.admin_call("GET", "/readyz")[0] == 200
+    assert new.alive()
+
+
+def test_admin_port_busy_exits_3(procs, tmp_path):
+    import socket as so
+    blocker = so.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    path = tmp_path / "c.yaml"
+    path.write_text(f"admin: {{listen: \"127.0.0.1:{port}\"}}\n"
+                    f"listeners: [{{name: w, listen: \"127.0.0.1:0\"}}]\n")
+    r = subprocess.run([str(SLUICE), "-c", str(path)], capture_output=True, text=True, timeout=20)
+    blocker.close()
+    assert r.returncode == 3, r.stderr
+    assert "admin API" in r.stderr and "address already in use" in r.stderr

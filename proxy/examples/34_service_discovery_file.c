@@ -1,7 +1,6 @@
 /* Lesson 34: file-based service discovery — backends come from conf/upstreams.txt (one
  * "ip:port" per line, '#' comments), re-read every second; a change switches traffic without a
- * restart. Port 6178. The file path can be given as the first argument after the options
- * (SLUICE_UPSTREAMS_FILE also works). */
+ * restart. Port 6178. SLUICE_UPSTREAMS_FILE names another file. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

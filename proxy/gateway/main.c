@@ -63,14 +63,12 @@ static int load(const char *path, loaded_t *out, sl_error_t *err)
     return 0;
 }
 
-static int on_start(sl_server_t *server, void *data)
+static int on_start(sl_server_t *server, void *data, sl_error_t *err)
 {
     gateway_t *gw = data;
-    sl_error_t err = {0};
-    if (gw_admin_start(gw, sl_server_main_loop(server), &err) != 0) {
-        SL_ERROR("%s", err.msg);
-        return SL_ECONFIG;
-    }
+    int rc = gw_admin_start(gw, sl_server_main_loop(server), err);
+    if (rc)
+        return rc;
     gw_discovery_sync(gw, sl_server_main_loop(server));
     gw->ready = true;
     return 0;

@@ -36,7 +36,8 @@ enum {
     SL_ETUNNEL = SL_EBASE - 23,
     SL_ENOUPSTREAM = SL_EBASE - 24, /* no backend available */
     SL_EH2 = SL_EBASE - 25,
-    SL_ELAST = SL_EBASE - 26,
+    SL_ECONFLICT = SL_EBASE - 26,      /* a change that conflicts with the current state */
+    SL_ELAST = SL_EBASE - 27,
 };
 
 /* Returns a static, human-readable description of an SL_E* or UV_E* code. */

@@ -63,10 +63,15 @@ int sl_server_run_forever(sl_server_t *server);
  * sl_server_run_forever, from callbacks registered with sl_server_on_start. */
 uv_loop_t *sl_server_main_loop(sl_server_t *server);
 
-/* Called on the main thread once the workers run (after daemonizing). Return non-zero to
- * abort startup (exit 3). */
-typedef int (*sl_server_start_cb)(sl_server_t *server, void *data);
+/* Called on the main thread once the workers run (after daemonizing). Return non-zero (and
+ * explain in err) to abort startup (exit 3). */
+typedef int (*sl_server_start_cb)(sl_server_t *server, void *data, sl_error_t *err);
 void sl_server_on_start(sl_server_t *server, sl_server_start_cb cb, void *data);
+/* A listening socket for the control plane (an admin API on the main loop), handed over by
+ * a hot upgrade like the services' sockets: taken from the old process when it had one for
+ * spec, else bound. Main thread, from an on_start callback. Returns a descriptor the caller
+ * owns (uv_tcp_open/uv_pipe_open it), or a negative error with err set. */
+int sl_server_control_listen(sl_server_t *server, const char *spec, sl_error_t *err);
 /* Called on the main thread for SIGHUP. Without one, SIGHUP is logged and ignored. */
 typedef void (*sl_server_reload_cb)(sl_server_t *server, void *data);
 void sl_server_on_reload(sl_server_t *server, sl_server_reload_cb cb, void *data);
@@ -81,6 +86,9 @@ void sl_server_on_stop(sl_server_t *server, sl_server_stop_cb cb, void *data);
 
 /* Starts a graceful shutdown from code, as SIGTERM does. Thread-safe. */
 void sl_server_shutdown(sl_server_t *server);
+/* True once the listeners were handed to a new process (SIGQUIT): shared files such as unix
+ * socket paths now belong to it. */
+bool sl_server_upgraded(const sl_server_t *server);
 /* True once graceful shutdown has begun. Thread-safe. */
 bool sl_server_is_draining(const sl_server_t *server);
 

@@ -161,10 +161,14 @@ struct sl_server {
     sl_cb_entry_t *on_start, *on_reload, *on_shutdown, *on_stop;
     int pid_fd;
     bool pid_written;
+    bool pid_locked;
+    uv_timer_t pid_timer; /* retries the lock after a hot upgrade */
     int ready_fd; /* daemon: pipe to the waiting parent */
     /* hot upgrade: sockets received from the old process, matched to endpoints by address */
     struct sl_inherited *inherited;
     bool upgraded; /* listeners handed to a new process: leave unix socket files alone */
+    sl_endpoint_t *control; /* control-plane listeners (sl_server_control_listen) */
+    size_t n_control;
     bool loop_ready;
     size_t n_workers_init;
     pthread_mutex_t start_lock;
@@ -208,7 +212,11 @@ int sl__upgrade_send(sl_server_t *s, sl_error_t *err);
 void sl__inherited_free(sl_inherited_t *list);
 
 /* ---- daemon (daemon.c) -------------------------------------------------------------------- */
-int sl__pidfile_lock(const char *path, int *fd_out, sl_error_t *err);
+/* Opens and locks the pid file. During a hot upgrade (upgrading) the old process still holds
+ * the lock: then *locked is false and the caller retries later (sl__pidfile_try_lock). */
+int sl__pidfile_lock(const char *path, bool upgrading, int *fd_out, bool *locked,
+                     sl_error_t *err);
+bool sl__pidfile_try_lock(int fd);
 int sl__pidfile_write(int fd);
 void sl__pidfile_remove(const char *path, int fd);
 /* Forks; the parent waits for the child's readiness report and exits with it. Returns in

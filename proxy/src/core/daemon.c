@@ -19,13 +19,20 @@
 /* The pid file is locked (flock) for the life of the daemon: a second instance on the same
  * file finds it locked and refuses, naming the running pid. The lock follows the open file
  * across fork, so the daemonized child keeps it when the parent exits. */
-int sl__pidfile_lock(const char *path, int *fd_out, sl_error_t *err)
+int sl__pidfile_lock(const char *path, bool upgrading, int *fd_out, bool *locked, sl_error_t *err)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0)
         return sl_error_set(err, -errno, "cannot open pid file %s: %s", path, strerror(errno));
+    *locked = true;
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         int e = errno;
+        if (e == EWOULDBLOCK && upgrading) {
+            /* The old process holds it while it drains; we take it over once it exits. */
+            *locked = false;
+            *fd_out = fd;
+            return 0;
+        }
         char buf[32] = {0};
         ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
         close(fd);
@@ -41,6 +48,11 @@ int sl__pidfile_lock(const char *path, int *fd_out, sl_error_t *err)
     return 0;
 }
 
+bool sl__pidfile_try_lock(int fd)
+{
+    return flock(fd, LOCK_EX | LOCK_NB) == 0;
+}
+
 int sl__pidfile_write(int fd)
 {
     char buf[32];
@@ -54,8 +66,11 @@ void sl__pidfile_remove(const char *path, int fd)
 {
     if (fd < 0)
         return;
-    /* Only remove the file while we still hold its lock: it is ours. */
-    unlink(path);
+    /* Only remove the file while it names us: after a hot upgrade it names the new process. */
+    char buf[32] = {0};
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    if (n > 0 && strtol(buf, NULL, 10) == (long)getpid())
+        unlink(path);
     close(fd);
 }
 
@@ -99,9 +114,9 @@ int sl__daemonize(int *ready_fd, sl_error_t *err)
     if (setsid() < 0)
         return sl_error_set(err, -errno, "setsid: %s", strerror(errno));
     /* A second fork would keep us from ever reacquiring a terminal; Pingora (and nginx) stop
-     * at setsid, and so do we, so the pid the parent reports is the daemon's. */
-    if (chdir("/") != 0)
-        return sl_error_set(err, -errno, "chdir /: %s", strerror(errno));
+     * at setsid, and so do we, so the pid the parent reports is the daemon's. The working
+     * directory stays: relative paths in the config (the file itself for SIGHUP, discovery
+     * files, error_log for SIGUSR1) keep meaning what they meant at start. */
     umask(022);
     int devnull = open("/dev/null", O_RDWR);
     if (devnull >= 0) {

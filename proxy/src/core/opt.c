@@ -6,6 +6,9 @@
 
 void sl_opt_usage(const char *prog)
 {
+    const char *slash = strrchr(prog, '/');
+    if (slash)
+        prog = slash + 1;
     printf("Usage: %s [-c FILE] [-d] [-t] [-u] [--version] [-h]\n"
            "\n"
            "  -c, --conf FILE  load the configuration from FILE (YAML or JSON)\n"

@@ -1,5 +1,6 @@
 /* The server: process lifecycle, signals, daemon mode, hot upgrade, workers. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,11 @@ sl_worker_t *sl_server_worker(sl_server_t *s, size_t i)
     return i < s->n_workers ? &s->workers[i] : NULL;
 }
 
+bool sl_server_upgraded(const sl_server_t *s)
+{
+    return s->upgraded;
+}
+
 bool sl_server_is_draining(const sl_server_t *s)
 {
     return atomic_load(&s->state) >= SL_SERVER_DRAINING;
@@ -198,6 +204,35 @@ static void close_endpoints(sl_server_t *s)
     for (size_t i = 0; i < s->n_services; i++)
         for (size_t e = 0; e < s->services[i]->n_endpoints; e++)
             sl__endpoint_close(&s->services[i]->endpoints[e]);
+    /* Control listeners keep running through the drain (their users hold their own
+     * descriptor); only our copies, kept for a hand-over, go. */
+    for (size_t i = 0; i < s->n_control; i++)
+        sl__endpoint_close(&s->control[i]);
+}
+
+int sl_server_control_listen(sl_server_t *s, const char *spec, sl_error_t *err)
+{
+    sl_endpoint_t ep;
+    memset(&ep, 0, sizeof(ep));
+    if (sl__endpoint_parse(&ep, spec, err) != 0)
+        return SL_ECONFIG;
+    ep.spec = sl_xstrdup(spec);
+    int rc = sl__endpoint_bind(&ep, 1, &s->inherited, err);
+    if (rc) {
+        sl__endpoint_close(&ep);
+        free(ep.spec);
+        return rc;
+    }
+    int fd = fcntl(ep.fds[0], F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) {
+        rc = -errno;
+        sl__endpoint_close(&ep);
+        free(ep.spec);
+        return sl_error_set(err, rc, "%s: %s", spec, strerror(-rc));
+    }
+    s->control = sl_xrealloc(s->control, (s->n_control + 1) * sizeof(*s->control));
+    s->control[s->n_control++] = ep;
+    return fd;
 }
 
 static void close_main_handle(uv_handle_t *h)
@@ -216,6 +251,17 @@ static void finish_main_loop(sl_server_t *s)
     close_main_handle((uv_handle_t *)&s->sig_usr1);
     close_main_handle((uv_handle_t *)&s->wake);
     close_main_handle((uv_handle_t *)&s->grace_timer);
+    close_main_handle((uv_handle_t *)&s->pid_timer);
+}
+
+static void on_pid_timer(uv_timer_t *t)
+{
+    sl_server_t *s = t->data;
+    if (sl__pidfile_try_lock(s->pid_fd)) {
+        SL_DEBUG("pid file lock taken over from the old process");
+        s->pid_locked = true;
+        uv_timer_stop(t);
+    }
 }
 
 static void on_grace_timer(uv_timer_t *t)
@@ -337,14 +383,18 @@ static int bind_all(sl_server_t *s, sl_error_t *err)
                 return rc;
         }
     }
-    /* Sockets the old process had but we no longer configure: keep accepting on none of them;
-     * closing them is what a config change that drops a listener means. */
+    return 0;
+}
+
+/* Sockets the old process had but we do not use (after services and control listeners took
+ * theirs): closing them is what a config change that drops a listener means. */
+static void drop_unused_inherited(sl_server_t *s)
+{
     for (sl_inherited_t *in = s->inherited; in; in = in->next)
         if (!in->used)
             SL_WARN("upgrade: %s is not configured here; closing it", in->spec);
     sl__inherited_free(s->inherited);
     s->inherited = NULL;
-    return 0;
 }
 
 static void assign_background_tasks(sl_server_t *s)
@@ -405,7 +455,8 @@ static int prepare_process(sl_server_t *s, sl_error_t *err)
     if ((rc = bind_all(s, err)))
         return rc;
     if (s->conf.daemon) {
-        if ((rc = sl__pidfile_lock(s->conf.pid_file, &s->pid_fd, err)))
+        if ((rc = sl__pidfile_lock(s->conf.pid_file, s->opt.upgrade, &s->pid_fd, &s->pid_locked,
+                                   err)))
             return rc;
         if (s->conf.error_log) {
             /* Fail before forking when the log cannot be written. */
@@ -473,15 +524,21 @@ static int run(sl_server_t *s)
     init_signal(s, &s->sig_quit, SIGQUIT);
     init_signal(s, &s->sig_usr1, SIGUSR1);
     signal(SIGPIPE, SIG_IGN);
+    if (s->pid_fd >= 0 && !s->pid_locked) {
+        uv_timer_init(&s->loop, &s->pid_timer);
+        s->pid_timer.data = s;
+        uv_timer_start(&s->pid_timer, on_pid_timer, 500, 500);
+    }
 
     assign_background_tasks(s);
     atomic_store(&s->state, SL_SERVER_RUNNING);
     int rc = start_workers(s, &err);
     for (sl_cb_entry_t *e = s->on_start; e && !rc; e = e->next) {
-        rc = ((sl_server_start_cb)e->fn)(s, e->data);
-        if (rc)
+        rc = ((sl_server_start_cb)e->fn)(s, e->data, &err);
+        if (rc && !err.msg[0])
             sl_error_set(&err, rc, "startup failed");
     }
+    drop_unused_inherited(s);
     if (rc) {
         SL_ERROR("%s", err.msg);
         sl__daemon_report(s->ready_fd, 3, err.msg);
@@ -540,6 +597,11 @@ int sl_server_run_forever(sl_server_t *s)
     }
     remove_pid_file(s);
     free_services(s);
+    for (size_t i = 0; i < s->n_control; i++) {
+        sl__endpoint_close(&s->control[i]);
+        free(s->control[i].spec);
+    }
+    free(s->control);
     sl__inherited_free(s->inherited);
     free_cbs(s->on_start);
     free_cbs(s->on_reload);

@@ -203,25 +203,35 @@ int sl__upgrade_send(sl_server_t *s, sl_error_t *err)
     size_t nfds = 0, len = 0, sent = 0;
     char specs[MSG_MAX - 32];
     rc = 0;
-    for (size_t i = 0; i < s->n_services && !rc; i++) {
-        sl_service_t *svc = s->services[i];
-        for (size_t e = 0; e < svc->n_endpoints && !rc; e++) {
-            sl_endpoint_t *ep = &svc->endpoints[e];
-            for (size_t f = 0; f < ep->n_fds && !rc; f++) {
-                size_t sl = strlen(ep->spec);
-                if (nfds == BATCH || len + sl + 1 >= sizeof(specs)) {
-                    int hl = snprintf(text, MSG_MAX, "%zu\n%.*s", nfds, (int)len, specs);
-                    rc = send_msg(conn, text, (size_t)hl, fds, nfds);
-                    sent += nfds;
-                    nfds = len = 0;
-                }
-                fds[nfds++] = ep->fds[f];
-                memcpy(specs + len, ep->spec, sl);
-                specs[len + sl] = '\n';
-                len += sl + 1;
+    /* Every service endpoint, then every control listener (admin API). */
+    size_t n_eps = 0;
+    for (size_t i = 0; i < s->n_services; i++)
+        n_eps += s->services[i]->n_endpoints;
+    n_eps += s->n_control;
+    sl_endpoint_t **eps = sl_xcalloc(n_eps ? n_eps : 1, sizeof(*eps));
+    size_t k = 0;
+    for (size_t i = 0; i < s->n_services; i++)
+        for (size_t e = 0; e < s->services[i]->n_endpoints; e++)
+            eps[k++] = &s->services[i]->endpoints[e];
+    for (size_t i = 0; i < s->n_control; i++)
+        eps[k++] = &s->control[i];
+    for (size_t i = 0; i < n_eps && !rc; i++) {
+        sl_endpoint_t *ep = eps[i];
+        for (size_t f = 0; f < ep->n_fds && !rc; f++) {
+            size_t sl = strlen(ep->spec);
+            if (nfds == BATCH || len + sl + 1 >= sizeof(specs)) {
+                int hl = snprintf(text, MSG_MAX, "%zu\n%.*s", nfds, (int)len, specs);
+                rc = send_msg(conn, text, (size_t)hl, fds, nfds);
+                sent += nfds;
+                nfds = len = 0;
             }
+            fds[nfds++] = ep->fds[f];
+            memcpy(specs + len, ep->spec, sl);
+            specs[len + sl] = '\n';
+            len += sl + 1;
         }
     }
+    free(eps);
     if (!rc && nfds) {
         int hl = snprintf(text, MSG_MAX, "%zu\n%.*s", nfds, (int)len, specs);
         rc = send_msg(conn, text, (size_t)hl, fds, nfds);

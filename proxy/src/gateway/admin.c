@@ -54,7 +54,7 @@ struct admin_conn {
     char field[64];
     size_t field_len;
     int hdr; /* which header the current value belongs to */
-    char auth[512];
+    char auth[4096];
     size_t auth_len;
     char ctype[128];
     size_t ctype_len;
@@ -62,6 +62,8 @@ struct admin_conn {
     size_t body_len, body_cap;
     size_t head_bytes;
     bool too_large, done, closing, writing, discarding;
+    char *pending; /* pipelined bytes read while an answer was being written */
+    size_t pending_len;
     int pending_close;
     admin_conn_t *next, *prev;
 };
@@ -70,6 +72,7 @@ enum { H_NONE, H_AUTH, H_CTYPE };
 
 static void conn_close(admin_conn_t *c);
 static void on_idle(uv_timer_t *t);
+static void feed_pending(admin_conn_t *c);
 
 /* ---- responses --------------------------------------------------------------------------- */
 
@@ -104,6 +107,8 @@ static void on_written(uv_write_t *r, int status)
         }
     } else if (w->close_after) {
         conn_close(c);
+    } else {
+        feed_pending(c);
     }
     free(w->data);
     free(w);
@@ -113,6 +118,7 @@ static void respond(admin_conn_t *c, int status, const char *ctype, const char *
                     const char *body, size_t len)
 {
     bool close_after = !llhttp_should_keep_alive(&c->parser) || c->too_large;
+    bool head = c->parser.method == HTTP_HEAD;
     size_t cap = len + 512 + (extra_headers ? strlen(extra_headers) : 0);
     char *out = sl_xmalloc(cap);
     int n = snprintf(out, cap,
@@ -120,12 +126,13 @@ static void respond(admin_conn_t *c, int status, const char *ctype, const char *
                      "Cache-Control: no-store\r\n%s%s\r\n",
                      status, sl_http_reason(status), ctype, len, extra_headers ? extra_headers : "",
                      close_after ? "Connection: close\r\n" : "");
-    memcpy(out + n, body, len);
+    if (!head)
+        memcpy(out + n, body, len);
     wreq_t *w = sl_xcalloc(1, sizeof(*w));
     w->data = out;
     w->c = c;
     w->close_after = close_after;
-    uv_buf_t b = uv_buf_init(out, (unsigned)(n + (int)len));
+    uv_buf_t b = uv_buf_init(out, (unsigned)(n + (head ? 0 : (int)len)));
     c->writing = true;
     if (uv_write(&w->req, &c->h.stream, &b, 1, on_written) != 0) {
         c->writing = false;
@@ -225,7 +232,7 @@ static void get_config(admin_conn_t *c)
 {
     gateway_t *gw = c->admin->gw;
     cJSON *j = gw_config_to_json(gw->current);
-    char etag[96];
+    char etag[192];
     snprintf(etag, sizeof(etag), "ETag: \"%s\"\r\nX-Sluice-Config-Generation: %llu\r\n",
              gw->current->hash, (unsigned long long)gw->current->generation);
     respond_json(c, 200, j, etag);
@@ -272,7 +279,11 @@ static void put_backends(admin_conn_t *c, const char *name)
         respond_json(c, 200, j, NULL);
         cJSON_Delete(j);
     } else {
-        respond_error(c, rc == SL_ENOUPSTREAM ? 404 : 400, err.msg, NULL);
+        respond_error(c,
+                      rc == SL_ENOUPSTREAM ? 404
+                      : rc == SL_ECONFLICT ? 409
+                                           : 400,
+                      err.msg, NULL);
     }
     cJSON_Delete(root);
 }
@@ -382,7 +393,9 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
     char *dst = c->hdr == H_AUTH ? c->auth : c->hdr == H_CTYPE ? c->ctype : NULL;
     size_t *dlen = c->hdr == H_AUTH ? &c->auth_len : c->hdr == H_CTYPE ? &c->ctype_len : NULL;
     size_t cap = c->hdr == H_AUTH ? sizeof(c->auth) : sizeof(c->ctype);
-    if (dst && *dlen + len < cap) {
+    if (dst && *dlen + len >= cap)
+        return c->hdr == H_AUTH ? HPE_USER : 0; /* a token we cannot hold is refused, not cut */
+    if (dst) {
         memcpy(dst + *dlen, at, len);
         *dlen += len;
     }
@@ -468,6 +481,7 @@ static void on_conn_closed(uv_handle_t *h)
     admin_conn_t *c = h->data;
     if (--c->pending_close == 0) {
         free(c->body);
+        free(c->pending);
         free(c);
     }
 }
@@ -500,20 +514,36 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(scratch, sizeof(scratch));
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+#define MAX_PENDING (64 * 1024)
+
+static void feed(admin_conn_t *c, const char *p, size_t left);
+
+/* Bytes that arrive while an answer is being written (pipelining) wait here. */
+static void keep_pending(admin_conn_t *c, const char *p, size_t n)
 {
-    admin_conn_t *c = s->data;
-    if (nread < 0) {
+    if (c->pending_len + n > MAX_PENDING) {
         conn_close(c);
         return;
     }
-    if (nread == 0 || c->discarding)
+    c->pending = sl_xrealloc(c->pending, c->pending_len + n);
+    memcpy(c->pending + c->pending_len, p, n);
+    c->pending_len += n;
+}
+
+static void feed_pending(admin_conn_t *c)
+{
+    if (!c->pending_len || c->closing || c->writing)
         return;
-    if (c->writing)
-        return;
-    uv_timer_again(&c->timer);
-    const char *p = buf->base;
-    size_t left = (size_t)nread;
+    char *data = c->pending;
+    size_t n = c->pending_len;
+    c->pending = NULL;
+    c->pending_len = 0;
+    feed(c, data, n);
+    free(data);
+}
+
+static void feed(admin_conn_t *c, const char *p, size_t left)
+{
     while (left && !c->closing && !c->writing) {
         llhttp_errno_t e = llhttp_execute(&c->parser, p, left);
         size_t used = left;
@@ -524,10 +554,11 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             bool big = c->too_large;
             c->too_large = true;  /* closes after the answer */
             c->discarding = true; /* what follows is dropped */
+            const char *why = llhttp_get_error_reason(&c->parser);
             if (big)
                 respond_error(c, 413, "body too large (the limit is 16 MiB)", NULL);
             else
-                respond_error(c, 400, llhttp_get_error_reason(&c->parser), NULL);
+                respond_error(c, 400, why ? why : "request too large or malformed", NULL);
             return;
         }
         c->head_bytes += used;
@@ -536,12 +567,26 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->done) {
             route_request(c);
             reset_request(c);
-            /* Bytes of a pipelined request behind this one are dropped: clients of the
-             * admin API do not pipeline, and a keep-alive request after the answer is read
-             * normally. */
-            break;
         }
     }
+    if (left && !c->closing)
+        keep_pending(c, p, left);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    admin_conn_t *c = s->data;
+    if (nread < 0) {
+        conn_close(c);
+        return;
+    }
+    if (nread == 0 || c->discarding)
+        return;
+    uv_timer_again(&c->timer);
+    if (c->writing || c->pending_len)
+        keep_pending(c, buf->base, (size_t)nread);
+    else
+        feed(c, buf->base, (size_t)nread);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -577,32 +622,25 @@ static void on_connection(uv_stream_t *server, int status)
 int gw_admin_start(gateway_t *gw, uv_loop_t *loop, sl_error_t *err)
 {
     const char *addr = gw->current->admin_listen;
-    sl_endpoint_t ep;
-    memset(&ep, 0, sizeof(ep));
-    ep.spec = (char *)addr;
-    if (sl__endpoint_parse(&ep, addr, err) != 0)
-        return SL_ECONFIG;
+    int fd = sl_server_control_listen(gw->server, addr, err);
+    if (fd < 0) {
+        sl_error_t e2 = *err;
+        return sl_error_set(err, fd, "admin API: %s", e2.msg);
+    }
     gw_admin_t *a = sl_xcalloc(1, sizeof(*a));
     a->gw = gw;
-    gw->admin = a;
+    a->is_unix = strncmp(addr, "unix:", 5) == 0;
     int rc;
-    sl_inherited_t *none = NULL;
-    if ((rc = sl__endpoint_bind(&ep, 1, &none, err)) != 0) {
-        sl__endpoint_close(&ep);
-        sl_error_t e2 = *err;
-        return sl_error_set(err, rc, "admin API: %s", e2.msg);
-    }
-    a->is_unix = ep.kind == SL_EP_UDS;
     if (a->is_unix) {
-        a->unix_path = sl_xstrdup(((struct sockaddr_un *)&ep.addr)->sun_path);
+        a->unix_path = sl_xstrdup(addr + 5);
         uv_pipe_init(loop, &a->listener.pipe, 0);
-        rc = uv_pipe_open(&a->listener.pipe, ep.fds[0]);
+        rc = uv_pipe_open(&a->listener.pipe, fd);
     } else {
         uv_tcp_init(loop, &a->listener.tcp);
-        rc = uv_tcp_open(&a->listener.tcp, ep.fds[0]);
+        rc = uv_tcp_open(&a->listener.tcp, fd);
     }
-    free(ep.fds);
     a->listener.handle.data = a;
+    gw->admin = a; /* from here gw_admin_stop can close the handle */
     if (rc == 0)
         rc = uv_listen(&a->listener.stream, 128, on_connection);
     if (rc)
@@ -626,7 +664,7 @@ void gw_admin_stop(gateway_t *gw)
     a->stopping = true;
     while (a->conns)
         conn_close(a->conns);
-    if (a->unix_path)
+    if (a->unix_path && !sl_server_upgraded(gw->server))
         unlink(a->unix_path);
     gw->admin = NULL;
     uv_close(&a->listener.handle, on_listener_closed);

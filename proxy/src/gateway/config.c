@@ -1,5 +1,6 @@
 /* Gateway configuration: the schema of SPEC §4 parsed into an immutable snapshot. */
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <pcre2.h>
@@ -371,6 +372,11 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
         (rc = sl__cfg_get_str(m, p, "path", false, &r->path, err)) ||
         (rc = sl__cfg_get_str(m, p, "path_type", false, &pt, err)))
         return rc;
+    if (r->host) {
+        size_t hl = strlen(r->host);
+        while (hl > 1 && r->host[hl - 1] == '.')
+            r->host[--hl] = '\0'; /* "example.com." is "example.com", as requests are matched */
+    }
     if (r->host && !valid_host(r->host, true)) {
         if (strchr(r->host, '*'))
             return sl_error_set(err, SL_ECONFIG,
@@ -637,6 +643,23 @@ static int parse_misc(gw_config_t *c, const cJSON *root, sl_error_t *err)
             (rc = sl__cfg_get_str_list(d, "dns", "servers", &c->dns_servers, &c->n_dns_servers,
                                        err)))
             return rc;
+        for (size_t i = 0; i < c->n_dns_servers; i++) {
+            /* "ip" or "ip:port" / "[v6]:port" */
+            const char *v = c->dns_servers[i];
+            char buf[80];
+            unsigned char tmp[16];
+            bool ok = inet_pton(AF_INET, v, tmp) == 1 || inet_pton(AF_INET6, v, tmp) == 1;
+            if (!ok) {
+                sl_endpoint_t ep;
+                memset(&ep, 0, sizeof(ep));
+                ok = strlen(v) < sizeof(buf) && sl__endpoint_parse(&ep, v, NULL) == 0 &&
+                     ep.kind == SL_EP_TCP && ep.bound_port > 0;
+            }
+            if (!ok)
+                return sl_error_set(err, SL_ECONFIG,
+                                    "dns.servers[%zu]: \"%s\" is not ip, ip:port or [ipv6]:port", i,
+                                    v);
+        }
     }
     return 0;
 }

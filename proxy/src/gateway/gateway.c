@@ -5,6 +5,7 @@
 
 #include "gateway/filters/filters.h"
 #include "gateway/runtime.h"
+#include "core/core.h"
 #include "util/cfg.h"
 #include "util/mem.h"
 
@@ -171,10 +172,11 @@ static int fail_to_proxy(sl_session_t *s, void *ctx, int err)
 {
     const char *reason = sl_session_error_reason(s);
     int status = err == SL_ECUSTOM ? gw_filter_reason_status(reason) : 0;
-    if (!status)
-        status = sl_session_error_status(s, err);
-    sl_session_respond_error(s, status, reason);
-    return status;
+    if (status) {
+        sl_session_respond_error(s, status, reason);
+        return status;
+    }
+    return 0; /* the engine's default answer and message for err */
 }
 
 static void logging(sl_session_t *s, void *ctx, int err)
@@ -343,8 +345,14 @@ int gw_set_backends(gateway_t *gw, const char *upstream, const cJSON *list, cons
 static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list, const char *source,
                         sl_error_t *err)
 {
-    if (!gw_config_upstream(gw->current, upstream))
+    const gw_upstream_t *cur = gw_config_upstream(gw->current, upstream);
+    if (!cur)
         return sl_error_set(err, SL_ENOUPSTREAM, "unknown upstream \"%s\"", upstream);
+    if (cur->discovery_file && strcmp(source, "discovery") != 0)
+        return sl_error_set(err, SL_ECONFLICT,
+                            "upstream \"%s\" takes its backends from the discovery file %s; "
+                            "edit that file instead",
+                            upstream, cur->discovery_file);
     if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0)
         return sl_error_set(err, SL_ECONFIG, "backends: expected a non-empty list of backends");
     cJSON *doc = cJSON_Duplicate(gw->current->json, 1);
@@ -371,23 +379,36 @@ void gw_reload_file(gateway_t *gw)
         SL_ERROR("reload refused: %s", err.msg);
         return;
     }
-    /* Only the dynamic part can change at run time; a changed static part is reported. */
+    /* The whole file must be valid as at start (a typo is refused, not ignored); only the
+     * dynamic part changes now, a changed static part is reported. */
+    sl_server_conf_t check;
+    sl_server_conf_init(&check);
+    int rc = sl__server_conf_from_tree(&check, root, gw_top_keys, &err);
+    sl_server_conf_release(&check);
+    if (rc) {
+        atomic_fetch_add(&gw->reloads_failed, 1);
+        SL_ERROR("reload refused, the running configuration stays: %s", err.msg);
+        cJSON_Delete(root);
+        return;
+    }
     cJSON *dyn = cJSON_CreateObject();
     for (const char *const *d = gw_dynamic_keys; *d; d++) {
         cJSON *v = cJSON_GetObjectItemCaseSensitive(root, *d);
         if (v)
             cJSON_AddItemToObject(dyn, *d, cJSON_Duplicate(v, 1));
     }
-    for (const char *const *t = gw_top_keys; *t; t++) {
-        if (is_dynamic_key(*t))
+    for (const cJSON *k = root->child; k; k = k->next) {
+        if (is_dynamic_key(k->string))
             continue;
-        const cJSON *now = cJSON_GetObjectItemCaseSensitive(root, *t);
-        const cJSON *was = cJSON_GetObjectItemCaseSensitive(gw->file_doc, *t);
-        bool same = (!now && !was) || (now && was && cJSON_Compare(now, was, 1));
-        if (!same)
-            SL_WARN("reload: \"%s\" changed in %s; it takes effect at the next restart", *t,
+        const cJSON *was = cJSON_GetObjectItemCaseSensitive(gw->file_doc, k->string);
+        if (!was || !cJSON_Compare(k, was, 1))
+            SL_WARN("reload: \"%s\" changed in %s; it takes effect at the next restart", k->string,
                     gw->conf_path);
     }
+    for (const cJSON *k = gw->file_doc->child; k; k = k->next)
+        if (!is_dynamic_key(k->string) && !cJSON_GetObjectItemCaseSensitive(root, k->string))
+            SL_WARN("reload: \"%s\" was removed from %s; it takes effect at the next restart",
+                    k->string, gw->conf_path);
     if (gw_apply_json(gw, dyn, "SIGHUP", &err) != 0)
         SL_ERROR("reload refused, the running configuration stays: %s", err.msg);
     cJSON_Delete(gw->file_doc);

@@ -145,7 +145,11 @@ uint32_t gw_method_bit(const char *m, size_t len);
  * any-host; per host exact paths by hash, prefixes by path-element trie, regexes in order. */
 gw_router_t *gw_router_build(gw_route_t **routes, size_t n, sl_error_t *err);
 void gw_router_free(gw_router_t *r);
-/* The best route for a request, or NULL. host may include a port (ignored). */
+/* Routing's view of a path: unreserved %XX decoded, "//" merged, dot segments resolved.
+ * out must hold len + 1 bytes. Returns the new length. */
+size_t gw_path_normalize(const char *in, size_t len, char *out);
+/* The best route for a request, or NULL. host may include a port (ignored). The path is
+ * normalized first (gw_path_normalize). */
 gw_route_t *gw_router_match(const gw_router_t *r, sl_str_t host, sl_str_t path, sl_str_t method,
                             const sl_headers_t *headers);
 

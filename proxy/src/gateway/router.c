@@ -243,12 +243,69 @@ static gw_route_t *match_group(const host_group_t *g, sl_str_t path, uint32_t mb
     return NULL;
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static bool unreserved(unsigned char c)
+{
+    return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* The path routes are matched on: percent-encoded unreserved characters decoded, repeated
+ * slashes merged, "." and ".." segments resolved (RFC 3986 §5.2.4), never above the root. So
+ * "/%61dmin", "//admin" and "/x/../admin" all meet the route for "/admin". The request goes
+ * upstream as the client sent it. Returns the length written to out (cap >= len + 1). */
+size_t gw_path_normalize(const char *in, size_t len, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%' && i + 2 < len && hexval(in[i + 1]) >= 0 && hexval(in[i + 2]) >= 0) {
+            unsigned char d = (unsigned char)(hexval(in[i + 1]) * 16 + hexval(in[i + 2]));
+            if (unreserved(d)) {
+                c = (char)d;
+                i += 2;
+            }
+        }
+        if (c == '/' && o > 0 && out[o - 1] == '/')
+            continue; /* "//" -> "/" */
+        out[o++] = c;
+        /* At a segment end, resolve "." and "..". */
+        bool end = i + 1 == len || in[i + 1] == '/';
+        if (!end)
+            continue;
+        if (o >= 2 && out[o - 1] == '.' && out[o - 2] == '/') {
+            o -= 1; /* "/." -> "/" */
+        } else if (o >= 3 && out[o - 1] == '.' && out[o - 2] == '.' && out[o - 3] == '/') {
+            o -= 3; /* drop "/..", then the segment before it */
+            while (o > 0 && out[o - 1] != '/')
+                o--;
+            if (o == 0)
+                out[o++] = '/';
+        }
+    }
+    if (o == 0)
+        out[o++] = '/';
+    out[o] = '\0';
+    return o;
+}
+
 gw_route_t *gw_router_match(const gw_router_t *r, sl_str_t host, sl_str_t path, sl_str_t method,
                             const sl_headers_t *headers)
 {
     uint32_t mbit = gw_method_bit(method.ptr, method.len);
     if (!path.len)
         path = SL_STR("/");
+    static __thread char norm[16384];
+    if (path.len < sizeof(norm)) {
+        size_t n = gw_path_normalize(path.ptr, path.len, norm);
+        path = (sl_str_t){norm, n};
+    }
     gw_route_t *rt;
     if ((r->hosts.n || r->wildcards.n) && host.len) {
         /* Host without port, lowercased ("[::1]:80" keeps its brackets). */

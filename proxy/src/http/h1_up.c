@@ -278,8 +278,19 @@ void sl__up_connect(sl_session_t *s)
         uv_pipe_connect(&u->connect_req, &u->stream->u.pipe, path, on_connect);
         rc = 0;
     } else {
-        rc = uv_tcp_connect(&u->connect_req, &u->stream->u.tcp,
-                            (const struct sockaddr *)&s->peer.addr, on_connect);
+        /* client_bind_to_ipv4/ipv6: the source address, spread over the list. */
+        const sl_http_service_t *svc = s->svc;
+        bool v4 = s->peer.addr.ss_family == AF_INET;
+        size_t nb = v4 ? svc->n_bind4 : svc->n_bind6;
+        rc = 0;
+        if (nb) {
+            const struct sockaddr_storage *b =
+                &(v4 ? svc->bind4 : svc->bind6)[s->hw->bind_next++ % nb];
+            rc = uv_tcp_bind(&u->stream->u.tcp, (const struct sockaddr *)b, 0);
+        }
+        if (rc == 0)
+            rc = uv_tcp_connect(&u->connect_req, &u->stream->u.tcp,
+                                (const struct sockaddr *)&s->peer.addr, on_connect);
     }
     if (rc) {
         up_close(u);

@@ -50,6 +50,9 @@ int sl__iobuf_grow(sl_iobuf_t *b, size_t want, size_t max);
 
 struct sl_http_service {
     sl_proxy_hooks_t hooks;
+    /* client_bind_to_ipv4/ipv6: source addresses for upstream connections (port 0) */
+    struct sockaddr_storage *bind4, *bind6;
+    size_t n_bind4, n_bind6;
     void *app;
     sl_http_options_t opts;
     size_t pool_size;
@@ -73,6 +76,7 @@ struct sl_http_worker {
     h1_down_t *conns; /* every downstream connection, for shutdown */
     h1_parse_t *free_parse;
     size_t n_free_parse;
+    size_t bind_next; /* rotation over client_bind_to addresses */
     sl_shutdown_sub_t on_shutdown;
     sl_shutdown_sub_t on_expired;
     /* Counters read by other threads (metrics). */

@@ -1,5 +1,6 @@
 /* The HTTP proxy service: a listening service whose app is the HTTP/1.1 engine, with one
  * engine state (pool, buffers) per worker. */
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,10 +83,38 @@ static void process_new(void *data, sl_stream_t *stream, sl_shutdown_watch_t *sh
 static void service_free(void *data)
 {
     sl_http_service_t *svc = data;
+    free(svc->bind4);
+    free(svc->bind6);
     for (size_t i = 0; i < svc->n_workers; i++)
         free(svc->workers[i]);
     free(svc->workers);
     free(svc);
+}
+
+/* Pingora's client_bind_to_ipv4/ipv6: addresses (port 0) upstream connections bind to. An
+ * entry that is not an address of the family is skipped with a warning. */
+static struct sockaddr_storage *parse_binds(char *const *list, size_t n, int family, size_t *out_n)
+{
+    *out_n = 0;
+    if (!n)
+        return NULL;
+    struct sockaddr_storage *a = sl_xcalloc(n, sizeof(*a));
+    for (size_t i = 0; i < n; i++) {
+        struct sockaddr_storage *x = &a[*out_n];
+        if (family == AF_INET &&
+            inet_pton(AF_INET, list[i], &((struct sockaddr_in *)x)->sin_addr) == 1) {
+            x->ss_family = AF_INET;
+            (*out_n)++;
+        } else if (family == AF_INET6 &&
+                   inet_pton(AF_INET6, list[i], &((struct sockaddr_in6 *)x)->sin6_addr) == 1) {
+            x->ss_family = AF_INET6;
+            (*out_n)++;
+        } else {
+            SL_WARN("client_bind_to_ipv%d: \"%s\" is not an address; ignored",
+                    family == AF_INET ? 4 : 6, list[i]);
+        }
+    }
+    return a;
 }
 
 sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_proxy_hooks_t *hooks,
@@ -98,6 +127,12 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
     svc->max_retries = conf ? conf->max_retries : 16;
     svc->n_workers = conf && conf->threads > 0 ? (size_t)conf->threads : 1;
     svc->workers = sl_xcalloc(svc->n_workers, sizeof(*svc->workers));
+    if (conf) {
+        svc->bind4 = parse_binds(conf->client_bind_to_ipv4, conf->n_client_bind_to_ipv4, AF_INET,
+                                 &svc->n_bind4);
+        svc->bind6 = parse_binds(conf->client_bind_to_ipv6, conf->n_client_bind_to_ipv6, AF_INET6,
+                                 &svc->n_bind6);
+    }
     sl_http_options_t *o = &svc->opts;
     o->max_request_line = 8192;
     o->max_header_size = 32768;

@@ -877,10 +877,13 @@ static void fail(sl_session_t *s, int err)
     if (s->ctx_made && s->svc->hooks.fail_to_proxy) {
         set_state(s, SS_FAILING); /* the hook may respond itself */
         int status = s->svc->hooks.fail_to_proxy(s, s->ctx, err);
-        if (s->state != SS_RESPONDING)
-            sl_session_respond_error(
-                s, status >= 400 && status < 600 ? status : sl_session_error_status(s, err),
-                s->error_reason);
+        if (s->state != SS_RESPONDING) {
+            /* It did not answer: the default answer, with the status it chose if any. */
+            if (status >= 400 && status < 600 && status != sl_session_error_status(s, err))
+                sl_session_respond_error(s, status, s->error_reason);
+            else
+                default_error_response(s, err);
+        }
     } else {
         default_error_response(s, err);
     }

@@ -1256,7 +1256,7 @@ static void watch_answer(void *data, int err, const sl_dns_result_t *res)
         w->n = res->n;
         w->last = cls;
         sl_dns_result_t wres = *res;
-        wres.addrs = w->addrs;
+        wres.addrs = w->addrs ? w->addrs : res->addrs;
         wres.host = w->host;
         w->cb(w->data, err, &wres);
         if (w->closing) /* unwatched from cb: freed once its timer is closed */

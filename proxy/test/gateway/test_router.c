@@ -80,3 +80,24 @@ Test(router, ten_thousand_routes)
     cr_assert_str_eq(route_for(c, "h43.test", "/p9942/x", NULL), "(none)");
     gw_config_release(c);
 }
+
+static const char *norm(const char *p)
+{
+    static char out[256];
+    gw_path_normalize(p, strlen(p), out);
+    return out;
+}
+
+Test(router, path_normalization)
+{
+    cr_assert_str_eq(norm("/%61dmin"), "/admin");
+    cr_assert_str_eq(norm("/x/../admin"), "/admin");
+    cr_assert_str_eq(norm("//admin///x"), "/admin/x");
+    cr_assert_str_eq(norm("/./a/./b/."), "/a/b/");
+    cr_assert_str_eq(norm("/../../a"), "/a");
+    cr_assert_str_eq(norm("/a/b/.."), "/a/");
+    cr_assert_str_eq(norm("/a%2Fb"), "/a%2Fb"); /* an encoded slash stays: it is data */
+    cr_assert_str_eq(norm("/%7Euser/%zz"), "/~user/%zz");
+    cr_assert_str_eq(norm("/.hidden/..x"), "/.hidden/..x");
+    cr_assert_str_eq(norm(""), "/");
+}
