@@ -5,7 +5,10 @@
  *              [--idle-timeout MS] [--header-timeout MS] [--body-timeout MS]
  *              [--keepalive-timeout MS] [--max-header-size N] [--max-headers N]
  *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests]
- *              [--pending-peer MS] [--pending-filter MS]   (hooks that finish later, for tests) */
+ *              [--pending-peer MS] [--pending-filter MS]   (hooks that finish later, for tests)
+ *              [--tls-cert F --tls-key F [--client-ca F] [--h2]]   TLS listener
+ *              [--upstream-tls [--sni NAME] [--ca F] [--client-cert F --client-key F]
+ *               [--no-verify] [--upstream-alpn h1|h2|h2h1]]          TLS to the upstream */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +21,10 @@ typedef struct fwd {
     long connect_ms, read_ms, write_ms, idle_ms;
     long pending_peer_ms, pending_filter_ms; /* finish these hooks later (tests of resume) */
     bool log_requests;
+    bool upstream_tls; /* --upstream-tls */
+    const char *sni, *ca, *client_cert, *client_key;
+    bool no_verify;
+    int alpn;
 } fwd_t;
 
 /* A hook that finishes later: a timer calls sl_session_resume. */
@@ -62,7 +69,13 @@ static int request_filter(sl_session_t *s, void *ctx)
 static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
 {
     fwd_t *f = sl_session_app(s);
-    int rc = sl_peer_new(peer, f->upstream, false, NULL);
+    int rc = sl_peer_new(peer, f->upstream, f->upstream_tls, f->sni);
+    peer->options.ca_file = f->ca;
+    peer->options.client_cert = f->client_cert;
+    peer->options.client_key = f->client_key;
+    peer->options.alpn = (sl_alpn_t)f->alpn;
+    if (f->no_verify)
+        peer->options.verify_cert = peer->options.verify_hostname = false;
     if (f->connect_ms >= 0)
         peer->options.connect_timeout_ms = (uint64_t)f->connect_ms;
     if (f->read_ms >= 0)
@@ -117,11 +130,25 @@ int main(int argc, char **argv)
     const char *listen = "127.0.0.1:8080";
     long threads = 1, header_ms = -1, body_ms = -1, ka_ms = -1, max_hdr = -1, max_hdrs = -1;
     long max_line = -1, pool = -1, retries = -1;
+    const char *tls_cert = NULL, *tls_key = NULL, *client_ca = NULL;
+    bool h2 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--log-requests") == 0) {
             f.log_requests = true;
+            continue;
+        }
+        if (strcmp(a, "--upstream-tls") == 0) {
+            f.upstream_tls = true;
+            continue;
+        }
+        if (strcmp(a, "--no-verify") == 0) {
+            f.no_verify = true;
+            continue;
+        }
+        if (strcmp(a, "--h2") == 0) {
+            h2 = true;
             continue;
         }
         if (!v) {
@@ -159,6 +186,22 @@ int main(int argc, char **argv)
             pool = num(a, v);
         else if (strcmp(a, "--retries") == 0)
             retries = num(a, v);
+        else if (strcmp(a, "--tls-cert") == 0)
+            tls_cert = v;
+        else if (strcmp(a, "--tls-key") == 0)
+            tls_key = v;
+        else if (strcmp(a, "--client-ca") == 0)
+            client_ca = v;
+        else if (strcmp(a, "--sni") == 0)
+            f.sni = v;
+        else if (strcmp(a, "--ca") == 0)
+            f.ca = v;
+        else if (strcmp(a, "--client-cert") == 0)
+            f.client_cert = v;
+        else if (strcmp(a, "--client-key") == 0)
+            f.client_key = v;
+        else if (strcmp(a, "--upstream-alpn") == 0)
+            f.alpn = !strcmp(v, "h2") ? SL_ALPN_H2 : !strcmp(v, "h2h1") ? SL_ALPN_H2H1 : SL_ALPN_H1;
         else if (strcmp(a, "--pending-peer") == 0)
             f.pending_peer_ms = num(a, v);
         else if (strcmp(a, "--pending-filter") == 0)
@@ -204,10 +247,23 @@ int main(int argc, char **argv)
         o->max_headers = (size_t)max_hdrs;
     if (max_line >= 0)
         o->max_request_line = (size_t)max_line;
-    if (sl_service_add_listen(svc, listen) != 0) {
+    sl_tls_settings_t *tls = NULL;
+    if (tls_cert) {
+        sl_error_t err;
+        if (sl_tls_settings_intermediate(tls_cert, tls_key ? tls_key : tls_cert, &tls, &err) != 0 ||
+            (client_ca && sl_tls_settings_set_client_ca(tls, client_ca, &err) != 0)) {
+            fprintf(stderr, "sl-forward: %s\n", err.msg);
+            return 2;
+        }
+        if (h2)
+            sl_tls_settings_enable_h2(tls);
+    }
+    if ((tls ? sl_service_add_tls(svc, listen, tls) : sl_service_add_listen(svc, listen)) != 0) {
         fprintf(stderr, "sl-forward: invalid listen address %s\n", listen);
         return 2;
     }
     sl_server_add_service(server, svc);
-    return sl_server_run_forever(server);
+    int code = sl_server_run_forever(server);
+    sl_tls_settings_free(tls);
+    return code;
 }

@@ -6,6 +6,10 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+/* The protocols offered to an upstream (Pingora's ALPN::H1, H2, H2H1). Without TLS, H2 means
+ * HTTP/2 in cleartext by prior knowledge (h2c). */
+typedef enum sl_alpn { SL_ALPN_H1 = 0, SL_ALPN_H2, SL_ALPN_H2H1, SL_ALPN_NONE } sl_alpn_t;
+
 typedef struct sl_peer_options {
     uint64_t connect_timeout_ms;          /* TCP connect; 0: none */
     uint64_t total_connection_timeout_ms; /* connect + TLS handshake; 0: none */
@@ -14,6 +18,12 @@ typedef struct sl_peer_options {
     uint64_t idle_timeout_ms;             /* keep-alive in the pool; 0: do not reuse */
     bool verify_cert;                     /* TLS: verify the chain (default true) */
     bool verify_hostname;                 /* TLS: verify the name against sni (default true) */
+    sl_alpn_t alpn;                       /* default H1 */
+    /* TLS files (paths; the strings must outlive the request): the trust store (NULL: the
+     * server's ca_file, else the system's), and a client certificate and key for mTLS. */
+    const char *ca_file;
+    const char *client_cert;
+    const char *client_key;
 } sl_peer_options_t;
 
 typedef struct sl_peer {

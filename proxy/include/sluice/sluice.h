@@ -14,5 +14,6 @@
 #include "proxy.h"
 #include "server.h"
 #include "stream.h"
+#include "tls.h"
 
 #endif

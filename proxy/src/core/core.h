@@ -34,6 +34,7 @@ typedef struct sl_endpoint {
     size_t n_fds;
     int bound_port;
     sl_service_t *service;
+    struct sl_tls_settings *tls; /* TLS listener: handshake before process_new */
 } sl_endpoint_t;
 
 typedef enum sl_service_kind { SL_SVC_LISTENING, SL_SVC_BACKGROUND } sl_service_kind_t;

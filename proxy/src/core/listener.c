@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "io/tls.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "listener"
@@ -235,6 +236,27 @@ void sl__endpoint_close(sl_endpoint_t *ep)
 
 /* ---- accepting --------------------------------------------------------------------------- */
 
+#define TLS_HANDSHAKE_MS 10000
+
+static void on_handshake(sl_stream_t *s, int status)
+{
+    if (status) {
+        /* Failed handshakes are routine (scanners, old clients): debug, not noise. */
+        if (sl_log_enabled(SL_LOG_DEBUG)) {
+            struct sockaddr_storage peer;
+            char addr[128] = "?";
+            if (sl_stream_peer_addr(s, &peer) == 0)
+                sl_sockaddr_str(&peer, addr, sizeof(addr));
+            SL_DEBUG("TLS handshake with %s failed: %s", addr, sl__tls_error(s));
+        }
+        sl_stream_close(s, NULL);
+        return;
+    }
+    sl_service_t *svc = sl_stream_service(s);
+    sl_worker_t *w = sl_stream_worker(s);
+    svc->app.process_new(svc->app_data, s, sl_worker_shutdown_watch(w));
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     sl_listener_handle_t *lh = server->data;
@@ -250,6 +272,12 @@ static void on_connection(uv_stream_t *server, int status)
     if (rc) {
         if (rc != UV_EAGAIN)
             SL_WARN("%s: accept: %s", lh->endpoint->spec, uv_strerror(rc));
+        return;
+    }
+    if (lh->endpoint->tls) {
+        /* The application sees TLS streams once the handshake is done. */
+        if (sl__tls_server_start(s, lh->endpoint->tls, TLS_HANDSHAKE_MS, on_handshake) != 0)
+            sl_stream_close(s, NULL);
         return;
     }
     sl_service_t *svc = lh->endpoint->service;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "sluice/tls.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "service"
@@ -47,6 +48,14 @@ static int add_endpoint(sl_service_t *svc, const char *spec, int perms)
     /* The array moved: endpoints' back-pointers are still the service, nothing else points in
      * until the server binds them. */
     return 0;
+}
+
+int sl_service_add_tls(sl_service_t *svc, const char *addr, sl_tls_settings_t *settings)
+{
+    int rc = sl_service_add_listen(svc, addr);
+    if (rc == 0)
+        svc->endpoints[svc->n_endpoints - 1].tls = settings;
+    return rc;
 }
 
 int sl_service_add_tcp(sl_service_t *svc, const char *addr)

@@ -7,6 +7,7 @@
 #include "core/core.h"
 #include "http/proxy_impl.h"
 #include "io/stream_impl.h"
+#include "io/tls.h"
 #include "util/mem.h"
 #include "util/timeout.h"
 
@@ -43,16 +44,22 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-static void key_from_peer(sl_pool_key_t *k, const sl_peer_t *p)
+static void key_from_peer(sl_pool_key_t *k, const sl_peer_t *p, void *tls_ctx)
 {
     memset(k, 0, sizeof(*k));
     k->addr = p->addr;
     k->addr_len = p->addr_len;
     k->tls = p->tls;
+    if (p->tls) {
+        k->tls_ctx = tls_ctx;
+        k->verify_name = p->options.verify_hostname;
+    }
     memcpy(k->sni, p->sni, sizeof(k->sni));
     uint64_t h = 14695981039346656037ull;
     h = fnv(h, &p->addr, p->addr_len);
     h = fnv(h, &k->tls, sizeof(k->tls));
+    h = fnv(h, &k->tls_ctx, sizeof(k->tls_ctx));
+    h = fnv(h, &k->verify_name, sizeof(k->verify_name));
     h = fnv(h, k->sni, strlen(k->sni));
     k->hash = h;
 }
@@ -61,6 +68,7 @@ static bool key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b)
 {
     return a->hash == b->hash && a->addr_len == b->addr_len &&
            memcmp(&a->addr, &b->addr, a->addr_len) == 0 && a->tls == b->tls &&
+           a->tls_ctx == b->tls_ctx && a->verify_name == b->verify_name &&
            strcmp(a->sni, b->sni) == 0;
 }
 
@@ -131,13 +139,13 @@ void sl__pool_free(sl_pool_t *p)
     free(p);
 }
 
-h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer)
+h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx)
 {
     sl_pool_t *p = hw->pool;
     if (!p->n_idle || peer->options.idle_timeout_ms == 0)
         return NULL;
     sl_pool_key_t k;
-    key_from_peer(&k, peer);
+    key_from_peer(&k, peer, tls_ctx);
     for (h1_up_t *u = p->buckets[k.hash % POOL_BUCKETS]; u; u = u->bucket_next) {
         if (u->state == UP_IDLE && key_eq(&u->key, &k)) {
             pool_unlink(p, u);
@@ -227,18 +235,40 @@ static void up_close(h1_up_t *u)
     sl_stream_close(u->stream, on_stream_closed);
 }
 
-static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer)
+static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx)
 {
     h1_up_t *u = sl_xcalloc(1, sizeof(*u));
     u->hw = hw;
     atomic_fetch_add_explicit(&hw->st_up_open, 1, memory_order_relaxed);
-    key_from_peer(&u->key, peer);
+    key_from_peer(&u->key, peer, tls_ctx);
     u->stream = sl__stream_new(hw->loop,
                                peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
     sl_stream_set_data(u->stream, u);
     llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
     u->parser.data = u;
     return u;
+}
+
+static void on_tls_handshake(sl_stream_t *st, int status)
+{
+    h1_up_t *u = sl_stream_data(st);
+    if (u->state != UP_HANDSHAKE)
+        return;
+    sl_session_t *s = u->session;
+    if (status) {
+        char addr[300];
+        sl_peer_addr_str(&s->peer, addr, sizeof(addr));
+        SL_WARN("TLS handshake with upstream %s (%s) failed: %s", addr,
+                s->peer.sni[0] ? s->peer.sni : "no SNI", sl__tls_error(st));
+        up_close(u);
+        if (s)
+            sl__session_on_connected(s, NULL,
+                                     status == UV_ETIMEDOUT ? SL_ETIMEDOUT_CONNECT : SL_ETLS);
+        return;
+    }
+    u->state = UP_ACTIVE;
+    if (s)
+        sl__session_on_connected(s, u, 0);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -254,15 +284,29 @@ static void on_connect(uv_connect_t *req, int status)
             sl__session_on_connected(s, NULL, status);
         return;
     }
-    u->state = UP_ACTIVE;
     sl_stream_set_nodelay(u->stream, true);
+    if (s && s->peer.tls) {
+        /* TLS inside the same connect budget: the total timeout if set, else connect's. */
+        const sl_peer_options_t *o = &s->peer.options;
+        uint64_t t =
+            o->total_connection_timeout_ms ? o->total_connection_timeout_ms : o->connect_timeout_ms;
+        u->state = UP_HANDSHAKE;
+        const char *name = s->peer.sni[0] ? s->peer.sni : NULL;
+        if (sl__tls_client_start(u->stream, s->tls_ctx, name, o->verify_hostname && name,
+                                 t ? t : 10000, on_tls_handshake) != 0) {
+            up_close(u);
+            sl__session_on_connected(s, NULL, SL_ETLS);
+        }
+        return;
+    }
+    u->state = UP_ACTIVE;
     if (s)
         sl__session_on_connected(s, u, 0);
 }
 
 void sl__up_connect(sl_session_t *s)
 {
-    h1_up_t *u = up_alloc(s->hw, &s->peer);
+    h1_up_t *u = up_alloc(s->hw, &s->peer, s->tls_ctx);
     u->state = UP_CONNECTING;
     u->session = s;
     u->idle_timeout_ms = s->peer.options.idle_timeout_ms;

@@ -50,6 +50,7 @@ int sl__iobuf_grow(sl_iobuf_t *b, size_t want, size_t max);
 
 struct sl_http_service {
     sl_proxy_hooks_t hooks;
+    char *ca_file; /* the server's ca_file: default trust store for upstream TLS */
     /* client_bind_to_ipv4/ipv6: source addresses for upstream connections (port 0) */
     struct sockaddr_storage *bind4, *bind6;
     size_t n_bind4, n_bind6;
@@ -154,8 +155,9 @@ struct h1_down {
 
 typedef enum h1_up_state {
     UP_CONNECTING,
-    UP_ACTIVE, /* serving a session */
-    UP_IDLE,   /* in the pool */
+    UP_HANDSHAKE, /* TLS */
+    UP_ACTIVE,    /* serving a session */
+    UP_IDLE,      /* in the pool */
     UP_CLOSED,
 } h1_up_state_t;
 
@@ -164,6 +166,8 @@ typedef struct sl_pool_key {
     struct sockaddr_storage addr;
     unsigned addr_len;
     bool tls;
+    bool verify_name;
+    void *tls_ctx; /* the client context: trust store, client certificate, ALPN, verification */
     char sni[256];
 } sl_pool_key_t;
 
@@ -235,6 +239,7 @@ struct sl_session {
     sl_response_header_t *resp;   /* sent / being sent to the client */
     sl_response_header_t up_resp; /* as received from upstream */
     sl_peer_t peer;
+    void *tls_ctx; /* SSL_CTX for a TLS peer */
     bool have_peer;
     int error;
     const char *error_reason;
@@ -302,8 +307,8 @@ void sl__down_session_done(h1_down_t *d);
 void sl__down_abort(h1_down_t *d);
 
 /* h1_up.c */
-/* Takes an idle pooled connection for the session's peer, or NULL. */
-h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer);
+/* Takes an idle pooled connection for the session's peer (and TLS context), or NULL. */
+h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx);
 /* Dials the session's peer; sl__session_on_connected() reports the outcome. */
 void sl__up_connect(sl_session_t *s);
 int sl__up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag);

@@ -83,6 +83,7 @@ static void process_new(void *data, sl_stream_t *stream, sl_shutdown_watch_t *sh
 static void service_free(void *data)
 {
     sl_http_service_t *svc = data;
+    free(svc->ca_file);
     free(svc->bind4);
     free(svc->bind6);
     for (size_t i = 0; i < svc->n_workers; i++)
@@ -128,6 +129,7 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
     svc->n_workers = conf && conf->threads > 0 ? (size_t)conf->threads : 1;
     svc->workers = sl_xcalloc(svc->n_workers, sizeof(*svc->workers));
     if (conf) {
+        svc->ca_file = conf->ca_file ? sl_xstrdup(conf->ca_file) : NULL;
         svc->bind4 = parse_binds(conf->client_bind_to_ipv4, conf->n_client_bind_to_ipv4, AF_INET,
                                  &svc->n_bind4);
         svc->bind6 = parse_binds(conf->client_bind_to_ipv6, conf->n_client_bind_to_ipv6, AF_INET6,

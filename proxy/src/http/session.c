@@ -8,6 +8,7 @@
 
 #include "core/core.h"
 #include "http/proxy_impl.h"
+#include "io/tls.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "proxy"
@@ -401,11 +402,20 @@ static int run_state(sl_session_t *s)
         return h->request_filter ? CALL_HOOK(s, h->request_filter(s, s->ctx)) : 0;
     case SS_UPSTREAM_PEER:
         sl_peer_init(&s->peer);
+        s->tls_ctx = NULL;
         if (!h->upstream_peer)
             return sl_session_error(s, "no upstream_peer hook");
         return CALL_HOOK(s, h->upstream_peer(s, s->ctx, &s->peer));
     case SS_CONNECT: {
-        h1_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer);
+        if (s->peer.tls && !s->tls_ctx) {
+            sl_error_t err;
+            s->tls_ctx = sl__tls_client_ctx(&s->peer, s->svc->ca_file, &err);
+            if (!s->tls_ctx) {
+                SL_ERROR("upstream TLS settings: %s", err.msg);
+                return sl_session_error(s, "upstream TLS settings are invalid");
+            }
+        }
+        h1_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer, s->tls_ctx);
         if (u) {
             s->up = u;
             u->session = s;
@@ -1067,7 +1077,7 @@ const sl_str_t *sl_session_req_header(sl_session_t *s, const char *name)
 
 bool sl_session_is_tls(const sl_session_t *s)
 {
-    return false;
+    return s->down && s->down->stream && sl_stream_is_tls(s->down->stream);
 }
 
 sl_worker_t *sl_session_worker(sl_session_t *s)

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include "core/core.h"
+#include "io/tls.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "stream"
@@ -172,7 +173,7 @@ int sl__stream_accept(sl_listener_handle_t *lh, sl_stream_t **out)
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     sl_stream_t *s = h->data;
-    s->alloc_cb(s, suggested, buf);
+    s->raw_alloc_cb(s, suggested, buf);
 }
 
 static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
@@ -180,7 +181,23 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     sl_stream_t *s = h->data;
     if (nread == 0)
         return; /* EAGAIN: the buffer is returned unused */
-    s->read_cb(s, nread, buf);
+    s->raw_read_cb(s, nread, buf);
+}
+
+int sl__stream_raw_read_start(sl_stream_t *s, sl_stream_alloc_cb alloc, sl_stream_read_cb cb)
+{
+    if (s->closing)
+        return UV_ECANCELED;
+    s->raw_alloc_cb = alloc;
+    s->raw_read_cb = cb;
+    return uv_read_start(&s->u.stream, on_alloc, on_read);
+}
+
+int sl__stream_raw_read_stop(sl_stream_t *s)
+{
+    if (s->closing)
+        return 0;
+    return uv_read_stop(&s->u.stream);
 }
 
 int sl_stream_read_start(sl_stream_t *s, sl_stream_alloc_cb alloc, sl_stream_read_cb cb)
@@ -189,14 +206,16 @@ int sl_stream_read_start(sl_stream_t *s, sl_stream_alloc_cb alloc, sl_stream_rea
         return UV_ECANCELED;
     s->alloc_cb = alloc;
     s->read_cb = cb;
-    return uv_read_start(&s->u.stream, on_alloc, on_read);
+    if (s->tls)
+        return sl__tls_read_start(s);
+    return sl__stream_raw_read_start(s, alloc, cb);
 }
 
 int sl_stream_read_stop(sl_stream_t *s)
 {
     if (s->closing)
         return 0;
-    return uv_read_stop(&s->u.stream);
+    return s->tls ? sl__tls_read_stop(s) : sl__stream_raw_read_stop(s);
 }
 
 static void on_write(uv_write_t *wr, int status)
@@ -212,6 +231,16 @@ static void on_write(uv_write_t *wr, int status)
 
 int sl_stream_write(sl_stream_t *s, const uv_buf_t bufs[], unsigned nbufs, sl_stream_write_cb cb,
                     void *arg)
+{
+    if (s->closing)
+        return UV_ECANCELED;
+    if (s->tls)
+        return sl__tls_write(s, bufs, nbufs, cb, arg);
+    return sl__stream_raw_write(s, bufs, nbufs, cb, arg);
+}
+
+int sl__stream_raw_write(sl_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
+                         sl_stream_write_cb cb, void *arg)
 {
     if (s->closing)
         return UV_ECANCELED;
@@ -279,6 +308,13 @@ int sl_stream_shutdown(sl_stream_t *s, sl_stream_shutdown_cb cb)
 {
     if (s->closing || s->shutdown_req)
         return UV_ECANCELED;
+    return s->tls ? sl__tls_shutdown(s, cb) : sl__stream_raw_shutdown(s, cb);
+}
+
+int sl__stream_raw_shutdown(sl_stream_t *s, sl_stream_shutdown_cb cb)
+{
+    if (s->closing || s->shutdown_req)
+        return UV_ECANCELED;
     s->shutdown_cb = cb;
     s->shutdown_req = sl_xmalloc(sizeof(*s->shutdown_req));
     s->shutdown_req->data = s;
@@ -292,8 +328,16 @@ int sl_stream_shutdown(sl_stream_t *s, sl_stream_shutdown_cb cb)
 
 static void stream_maybe_free(sl_stream_t *s)
 {
-    if (!s->reusing && s->deferred == 0)
+    if (!s->reusing && s->deferred == 0) {
+        sl__tls_free(s->tls);
         free(s);
+    }
+}
+
+void sl__stream_release_if_done(sl_stream_t *s)
+{
+    if (s->closed)
+        stream_maybe_free(s);
 }
 
 /* A closing stream's due write callbacks run before its close callback, as libuv runs the

@@ -19,12 +19,15 @@ struct sl_stream {
     sl_worker_t *worker;
     sl_service_t *service; /* accepting service, NULL for upstream connections */
     void *data;
-    sl_stream_alloc_cb alloc_cb;
+    sl_stream_alloc_cb alloc_cb; /* the application's */
     sl_stream_read_cb read_cb;
+    sl_stream_alloc_cb raw_alloc_cb; /* the socket's: the application's, or TLS's */
+    sl_stream_read_cb raw_read_cb;
     sl_stream_close_cb close_cb;
     sl_stream_shutdown_cb shutdown_cb;
     uv_shutdown_t *shutdown_req;
     struct sl_linger *linger;
+    struct sl_tls *tls; /* TLS on this stream, NULL for plain */
     uint32_t deferred;  /* completed writes whose callbacks have not run yet */
     uint16_t extra_off; /* offset of the app's per-stream memory, 0: none */
     uint8_t kind;       /* sl_stream_kind_t */
@@ -45,6 +48,9 @@ struct sl_stream {
 /* Initialises a TCP or pipe stream on loop with `extra` bytes of zeroed app memory; the caller
  * connects (or accepts into) u.tcp / u.pipe. Close it with sl_stream_close. */
 sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind, size_t extra);
+
+/* Frees a closed stream once nothing deferred points at it any more. */
+void sl__stream_release_if_done(sl_stream_t *s);
 
 /* At worker exit: runs due write callbacks and closes the thread's completion handle, then
  * (after the loop's last run) frees its recycled write requests. */
