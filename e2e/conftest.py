@@ -59,3 +59,68 @@ def nginx_up(tmp_path):
     n = NginxUpstream(tmp_path, [free_port(), free_port()])
     yield n
     n.close()
+
+
+@pytest.fixture(scope="session")
+def certs():
+    """The lab's certificates (lab/certs.sh, idempotent): a Path holding ca.crt, server.crt
+    (*.pingora.local, localhost, 127.0.0.1), upstream.crt (advanced.pingora.local), client.crt,
+    grpc.crt and their keys."""
+    import subprocess
+    from helpers import ROOT, BUILD
+    out = BUILD / "lab" / "keys"
+    subprocess.run([str(ROOT / "lab" / "certs.sh"), str(out)], check=True, timeout=120)
+    return out
+
+
+class NginxTls:
+    """nginx on loopback as a TLS upstream. Each server answers its TLS view as text:
+    "proto=TLSv1.3 sni=... client=<subject DN or empty> conn=<n> reqs=<n>"."""
+
+    def __init__(self, tmp_path, certs, servers):
+        import os
+        import subprocess
+        from helpers import free_port, wait_port
+        self.dir = tmp_path / "nginx-tls"
+        self.dir.mkdir()
+        self.ports = {}
+        blocks = []
+        body = ("'proto=$ssl_protocol sni=$ssl_server_name client=$ssl_client_s_dn "
+                "conn=$connection reqs=$connection_requests alpn=$server_protocol\\n'")
+        for name, (cert, extra) in servers.items():
+            p = free_port()
+            self.ports[name] = p
+            blocks.append(
+                f"server {{ listen 127.0.0.1:{p} ssl http2; keepalive_requests 100000;"
+                f" ssl_certificate {certs}/{cert}.crt; ssl_certificate_key {certs}/{cert}.key;"
+                f" ssl_protocols TLSv1.2 TLSv1.3; {extra} location / {{ return 200 {body}; }} }}\n")
+        user = "user root; " if os.geteuid() == 0 else ""
+        conf = (f"{user}worker_processes 1; daemon off; pid {self.dir}/nginx.pid;"
+                f" error_log {self.dir}/error.log info; events {{ worker_connections 1024; }}"
+                f" http {{ access_log off; client_body_temp_path {self.dir};"
+                f" default_type text/plain; {''.join(blocks)} }}")
+        (self.dir / "nginx.conf").write_text(conf)
+        self.proc = subprocess.Popen(["nginx", "-c", str(self.dir / "nginx.conf")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for p in self.ports.values():
+            wait_port(p)
+
+    def addr(self, name):
+        return f"127.0.0.1:{self.ports[name]}"
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def nginx_tls(tmp_path, certs):
+    """servers: plain (upstream.crt), ipcert (server.crt, names 127.0.0.1), mtls (requires a
+    client certificate from the lab CA)."""
+    n = NginxTls(tmp_path, certs, {
+        "plain": ("upstream", ""),
+        "ipcert": ("server", ""),
+        "mtls": ("upstream", f"ssl_verify_client on; ssl_client_certificate {certs}/ca.crt;"),
+    })
+    yield n
+    n.close()

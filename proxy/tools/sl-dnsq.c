@@ -100,8 +100,8 @@ static void print_addrs(const sl_dns_result_t *res)
 static void print_result(const char *what, const sl_dns_result_t *res, const char *extra_key,
                          uint64_t extra)
 {
-    printf("%s name=%s family=%s status=%s cached=%d ttl_ms=%llu %s=%llu addrs=", what,
-           res->host, family_str(res->family), sl_dns_status_name(res->status), res->cached,
+    printf("%s name=%s family=%s status=%s cached=%d ttl_ms=%llu %s=%llu addrs=", what, res->host,
+           family_str(res->family), sl_dns_status_name(res->status), res->cached,
            (unsigned long long)res->ttl_ms, extra_key, (unsigned long long)extra);
     print_addrs(res);
     printf(" message=\"%s\"\n", res->message);
@@ -117,14 +117,11 @@ static void print_stats(app_t *a)
            (unsigned long long)s.resolves, (unsigned long long)s.hits,
            (unsigned long long)s.negative_hits, (unsigned long long)s.coalesced,
            (unsigned long long)s.lookups, (unsigned long long)s.failures,
-           (unsigned long long)s.timeouts, (unsigned long long)s.evictions, s.entries,
-           s.in_flight);
+           (unsigned long long)s.timeouts, (unsigned long long)s.evictions, s.entries, s.in_flight);
     fflush(stdout);
 }
 
-static void timer_closed(uv_handle_t *h)
-{
-}
+static void timer_closed(uv_handle_t *h) {}
 
 static void finish(app_t *a)
 {

@@ -6,7 +6,8 @@
  *              [--keepalive-timeout MS] [--max-header-size N] [--max-headers N]
  *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests]
  *              [--pending-peer MS] [--pending-filter MS]   (hooks that finish later, for tests)
- *              [--tls-cert F --tls-key F [--client-ca F] [--h2]]   TLS listener
+ *              [--tls-cert F --tls-key F [--client-ca F] [--h2] [--handshake-timeout MS]]
+ *                                                                   TLS listener
  *              [--upstream-tls [--sni NAME] [--ca F] [--client-cert F --client-key F]
  *               [--no-verify] [--upstream-alpn h1|h2|h2h1]]          TLS to the upstream */
 #include <stdio.h>
@@ -103,9 +104,20 @@ static void logging(sl_session_t *s, void *ctx, int err)
     if (!f->log_requests)
         return;
     const sl_request_header_t *r = sl_session_req(s);
-    SL_INFO("%s %.*s %.*s -> %d err=%s bytes=%llu", sl_session_client_ip(s), (int)r->method.len,
+    char tls[400] = "";
+    const sl_stream_t *st = sl_session_stream(s);
+    if (st && sl_stream_is_tls(st)) {
+        char subject[256];
+        if (sl_stream_client_cert_subject(st, subject, sizeof(subject)) != 0)
+            snprintf(subject, sizeof(subject), "-");
+        const char *sni = sl_stream_sni(st), *alpn = sl_stream_alpn(st);
+        snprintf(tls, sizeof(tls), " tls=%s sni=%s alpn=%s resumed=%s client=\"%s\"",
+                 sl_stream_tls_version(st), sni ? sni : "-", alpn ? alpn : "-",
+                 sl_stream_tls_resumed(st) ? "true" : "false", subject);
+    }
+    SL_INFO("%s %.*s %.*s -> %d err=%s bytes=%llu%s", sl_session_client_ip(s), (int)r->method.len,
             r->method.ptr, (int)r->uri.len, r->uri.ptr, sl_session_status(s),
-            err ? sl_err_name(err) : "-", (unsigned long long)sl_session_body_bytes_sent(s));
+            err ? sl_err_name(err) : "-", (unsigned long long)sl_session_body_bytes_sent(s), tls);
 }
 
 static long num(const char *flag, const char *v)
@@ -131,6 +143,7 @@ int main(int argc, char **argv)
     long threads = 1, header_ms = -1, body_ms = -1, ka_ms = -1, max_hdr = -1, max_hdrs = -1;
     long max_line = -1, pool = -1, retries = -1;
     const char *tls_cert = NULL, *tls_key = NULL, *client_ca = NULL;
+    long hs_ms = -1;
     bool h2 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -190,6 +203,8 @@ int main(int argc, char **argv)
             tls_cert = v;
         else if (strcmp(a, "--tls-key") == 0)
             tls_key = v;
+        else if (strcmp(a, "--handshake-timeout") == 0)
+            hs_ms = num(a, v);
         else if (strcmp(a, "--client-ca") == 0)
             client_ca = v;
         else if (strcmp(a, "--sni") == 0)
@@ -257,6 +272,8 @@ int main(int argc, char **argv)
         }
         if (h2)
             sl_tls_settings_enable_h2(tls);
+        if (hs_ms >= 0)
+            sl_tls_settings_set_handshake_timeout(tls, (uint64_t)hs_ms);
     }
     if ((tls ? sl_service_add_tls(svc, listen, tls) : sl_service_add_listen(svc, listen)) != 0) {
         fprintf(stderr, "sl-forward: invalid listen address %s\n", listen);

@@ -150,12 +150,12 @@ void sl_dns_unwatch(sl_dns_watch_t *w);
 
 /* Counters since the resolver was created. */
 typedef struct sl_dns_stats {
-    uint64_t resolves;      /* sl_dns_resolve calls answered or pending (IP literals excluded) */
+    uint64_t resolves;      /* sl_dns_resolve calls for valid names (not literals) */
     uint64_t hits;          /* answered from the cache (including sl_dns_peek hits) */
     uint64_t negative_hits; /* of which "not found" answers */
     uint64_t coalesced;     /* joined a lookup already in flight */
     uint64_t lookups;       /* c-ares lookups started */
-    uint64_t failures;      /* lookups that ended with an error other than "not found" */
+    uint64_t failures;      /* lookups ended by a server failure, a timeout or an error */
     uint64_t timeouts;      /* of which timeouts (no server answered, or the budget ran out) */
     uint64_t evictions;     /* entries dropped to keep cache_size */
     size_t entries;         /* cached names now */

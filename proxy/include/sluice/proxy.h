@@ -113,6 +113,8 @@ const char *sl_session_client_ip(sl_session_t *s);
 const sl_str_t *sl_session_req_header(sl_session_t *s, const char *name);
 /* True over TLS. */
 bool sl_session_is_tls(const sl_session_t *s);
+/* The client's connection (for its TLS details: sl_stream_sni(), sl_stream_alpn(), ...). */
+const sl_stream_t *sl_session_stream(const sl_session_t *s);
 sl_worker_t *sl_session_worker(sl_session_t *s);
 
 /* Answers the client directly (request filters, fail_to_proxy). content_type may be NULL.

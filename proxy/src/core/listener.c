@@ -236,8 +236,6 @@ void sl__endpoint_close(sl_endpoint_t *ep)
 
 /* ---- accepting --------------------------------------------------------------------------- */
 
-#define TLS_HANDSHAKE_MS 10000
-
 static void on_handshake(sl_stream_t *s, int status)
 {
     if (status) {
@@ -276,7 +274,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
     if (lh->endpoint->tls) {
         /* The application sees TLS streams once the handshake is done. */
-        if (sl__tls_server_start(s, lh->endpoint->tls, TLS_HANDSHAKE_MS, on_handshake) != 0)
+        if (sl__tls_server_start(s, lh->endpoint->tls, sl__tls_handshake_timeout(lh->endpoint->tls),
+                                 on_handshake) != 0)
             sl_stream_close(s, NULL);
         return;
     }

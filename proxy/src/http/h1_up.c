@@ -292,8 +292,9 @@ static void on_connect(uv_connect_t *req, int status)
             o->total_connection_timeout_ms ? o->total_connection_timeout_ms : o->connect_timeout_ms;
         u->state = UP_HANDSHAKE;
         const char *name = s->peer.sni[0] ? s->peer.sni : NULL;
-        if (sl__tls_client_start(u->stream, s->tls_ctx, name, o->verify_hostname && name,
-                                 t ? t : 10000, on_tls_handshake) != 0) {
+        if (sl__tls_client_start(u->stream, s->tls_ctx, name, o->verify_hostname,
+                                 (const struct sockaddr *)&s->peer.addr, t ? t : 10000,
+                                 on_tls_handshake) != 0) {
             up_close(u);
             sl__session_on_connected(s, NULL, SL_ETLS);
         }

@@ -1080,6 +1080,11 @@ bool sl_session_is_tls(const sl_session_t *s)
     return s->down && s->down->stream && sl_stream_is_tls(s->down->stream);
 }
 
+const sl_stream_t *sl_session_stream(const sl_session_t *s)
+{
+    return s->down ? s->down->stream : NULL;
+}
+
 sl_worker_t *sl_session_worker(sl_session_t *s)
 {
     return s->hw->worker;

@@ -462,8 +462,7 @@ static uint64_t key_hash(const char *name, size_t len, int family)
     return sl_hash_bytes(name, len) ^ (uint64_t)(family + 1) * 0x9e3779b97f4a7c15ull;
 }
 
-static entry_t *cache_find(sl_resolver_t *r, const char *name, size_t len, int family,
-                           uint64_t h)
+static entry_t *cache_find(sl_resolver_t *r, const char *name, size_t len, int family, uint64_t h)
 {
     for (entry_t *e = r->buckets[h & (r->nbuckets - 1)]; e; e = e->hnext)
         if (e->hash == h && e->family == family && e->len == len && !memcmp(e->name, name, len))
@@ -487,8 +486,7 @@ static void cache_grow(sl_resolver_t *r)
     r->nbuckets = nb;
 }
 
-static entry_t *cache_insert(sl_resolver_t *r, const char *name, size_t len, int family,
-                             uint64_t h)
+static entry_t *cache_insert(sl_resolver_t *r, const char *name, size_t len, int family, uint64_t h)
 {
     entry_t *e = sl_xcalloc(1, sizeof(*e) + len + 1);
     memcpy(e->name, name, len);
@@ -543,14 +541,31 @@ static void cache_evict(sl_resolver_t *r)
 }
 
 /* Lower-cases host into buf (names are case-insensitive). Returns its length, or 0 when host is
- * not a plausible name. */
+ * not a host name: letters, digits, '-' and '_' in dot-separated labels of 1 to 63 characters,
+ * 253 characters at most (plus an optional root dot). A bad name never reaches a DNS server. */
 static size_t name_key(const char *host, char buf[SL_DNS_MAX_NAME + 1])
 {
-    size_t len = strnlen(host, SL_DNS_MAX_NAME + 1);
+    size_t len = strnlen(host, SL_DNS_MAX_NAME + 1), label = 0;
     if (len == 0 || len > SL_DNS_MAX_NAME || (len == SL_DNS_MAX_NAME && host[len - 1] != '.'))
         return 0;
-    for (size_t i = 0; i < len; i++)
-        buf[i] = (host[i] >= 'A' && host[i] <= 'Z') ? (char)(host[i] + 32) : host[i];
+    for (size_t i = 0; i < len; i++) {
+        char c = host[i];
+        if (c == '.') {
+            if (label == 0 || (i + 1 < len && host[i + 1] == '.'))
+                return 0;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
+            label++;
+        } else if (c >= 'A' && c <= 'Z') {
+            c = (char)(c + 32);
+            label++;
+        } else {
+            return 0;
+        }
+        if (label > 63)
+            return 0;
+        buf[i] = c;
+    }
     buf[len] = '\0';
     return len;
 }
@@ -665,7 +680,7 @@ static int failure_status(const lookup_t *lk, int status)
 {
     if ((status != ARES_ECONNREFUSED && status != ARES_ETIMEOUT) || !lk->server_rcode)
         return status;
-    return lk->server_rcode == 2 ? ARES_ESERVFAIL
+    return lk->server_rcode == 2   ? ARES_ESERVFAIL
            : lk->server_rcode == 4 ? ARES_ENOTIMP
                                    : ARES_EREFUSED;
 }
@@ -690,12 +705,14 @@ static void lookup_done(void *arg, int status, int timeouts, struct ares_addrinf
     if (ai)
         ares_freeaddrinfo(ai);
     sl_dns_status_t st = sl_dns_status_from_ares(a->ares_status);
-    if (st != SL_DNS_OK && st != SL_DNS_NOT_FOUND)
+    if (st == SL_DNS_SERVER_FAILURE || st == SL_DNS_TIMEOUT || st == SL_DNS_ERROR)
         r->stats.failures++;
     if (st == SL_DNS_TIMEOUT)
         r->stats.timeouts++;
     SL_DEBUG("%s (%s): %s, %zu address(es), cached %llu ms, %llu ms, %d timeout(s)", e->name,
-             e->family == AF_INET ? "A" : e->family == AF_INET6 ? "AAAA" : "A+AAAA",
+             e->family == AF_INET    ? "A"
+             : e->family == AF_INET6 ? "AAAA"
+                                     : "A+AAAA",
              sl_dns_strerror(a->ares_status), a->n,
              (unsigned long long)(a->expires ? answer_ttl_ms(r, a) : 0),
              (unsigned long long)(uv_now(r->loop) - started), timeouts);
@@ -835,9 +852,15 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
             return;
         }
         p->h.data = p;
+        /* An open c-ares socket is no work by itself: lookups in flight keep the loop alive
+         * through the timer (their budget), answers through the idle handle. */
+        uv_unref((uv_handle_t *)&p->h);
         list_push_back(&r->polls, &p->link);
     }
-    uv_poll_start(&p->h, (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0), on_poll);
+    int rc =
+        uv_poll_start(&p->h, (readable ? UV_READABLE : 0) | (writable ? UV_WRITABLE : 0), on_poll);
+    if (rc != 0)
+        SL_ERROR("cannot watch DNS socket %d: %s", fd, uv_strerror(rc));
 }
 
 /* c-ares 1.18 retries a SERVFAIL, NOTIMP or REFUSED answer on the next server and, when all
@@ -1105,8 +1128,8 @@ sl_dns_query_t *sl_dns_resolve(sl_resolver_t *r, const char *host, uint16_t port
         return NULL;
     sl_dns_query_t *q = query_new(host, port, family, cb, data);
     char key[SL_DNS_MAX_NAME + 1];
-    size_t len = name_key(host, key);
-    if (len == 0 || (q->answer = answer_literal(host, family)) != NULL) {
+    size_t len = 0;
+    if ((q->answer = answer_literal(host, family)) != NULL || (len = name_key(host, key)) == 0) {
         if (!q->answer)
             q->answer = answer_new(ARES_EBADNAME, 0);
         enqueue_ready(r, q);
@@ -1154,9 +1177,9 @@ int sl_dns_peek(sl_resolver_t *r, const char *host, uint16_t port, int family,
     if (!r || r->state != RESOLVER_RUNNING || !host || !family_ok(family))
         return UV_EINVAL;
     char key[SL_DNS_MAX_NAME + 1];
-    size_t len = name_key(host, key);
-    answer_t *lit = len ? answer_literal(host, family) : NULL;
-    if (len == 0 || lit) {
+    size_t len = 0;
+    answer_t *lit = answer_literal(host, family);
+    if (lit || (len = name_key(host, key)) == 0) {
         int rc = lit && lit->ares_status == ARES_SUCCESS ? 0 : SL_EDNS;
         if (rc == 0 && addrs && cap > 0) {
             addrs[0] = lit->addrs[0];
@@ -1220,8 +1243,8 @@ static int answer_class(sl_dns_status_t st)
 }
 
 /* Whether an answer of class cls with the sorted set (addrs, n) is news for w. */
-static bool watch_changed(const sl_dns_watch_t *w, int cls,
-                          const struct sockaddr_storage *addrs, size_t n)
+static bool watch_changed(const sl_dns_watch_t *w, int cls, const struct sockaddr_storage *addrs,
+                          size_t n)
 {
     if (w->last < 0)
         return true;

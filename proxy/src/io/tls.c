@@ -7,6 +7,11 @@
 #include "io/tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <openssl/pem.h>
+#include <stdatomic.h>
+#include <time.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
@@ -15,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "core/core.h"
 #include "util/hmap.h"
@@ -96,17 +102,194 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
     return ok ? rc : -1;
 }
 
-/* ---- certificate sets -------------------------------------------------------------------- */
+/* ---- loaded certificates ----------------------------------------------------------------- */
 
-typedef struct cert_entry {
-    SSL_CTX *ctx;
+struct sl_tls_cert {
+    _Atomic long refs;
+    X509 *leaf;
+    STACK_OF(X509) * chain; /* the rest of the chain (may be empty) */
+    EVP_PKEY *key;
     char **names; /* lowercase SAN DNS names (and IPs as text); "*.x" for wildcards */
     size_t n_names;
-} cert_entry_t;
+    bool explicit_hosts;
+};
+
+static const char *ssl_error_text(void)
+{
+    static __thread char buf[256];
+    unsigned long e = ERR_get_error();
+    if (!e)
+        return "unknown TLS error";
+    ERR_error_string_n(e, buf, sizeof(buf));
+    ERR_clear_error();
+    return buf;
+}
+
+static void add_name(sl_tls_cert_t *c, const char *name, size_t len)
+{
+    char *n = sl_xstrndup(name, len);
+    for (char *p = n; *p; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    c->names = sl_xrealloc(c->names, (c->n_names + 1) * sizeof(char *));
+    c->names[c->n_names++] = n;
+}
+
+static void clear_names(sl_tls_cert_t *c)
+{
+    for (size_t i = 0; i < c->n_names; i++)
+        free(c->names[i]);
+    free(c->names);
+    c->names = NULL;
+    c->n_names = 0;
+}
+
+/* The names a certificate serves: its SAN DNS and IP entries, else its CN. */
+static void collect_names(sl_tls_cert_t *c)
+{
+    GENERAL_NAMES *sans = X509_get_ext_d2i(c->leaf, NID_subject_alt_name, NULL, NULL);
+    int n = sans ? sk_GENERAL_NAME_num(sans) : 0;
+    for (int i = 0; i < n; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        if (g->type == GEN_DNS) {
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
+            add_name(c, (const char *)d, (size_t)ASN1_STRING_length(g->d.dNSName));
+        } else if (g->type == GEN_IPADD && ASN1_STRING_length(g->d.iPAddress) == 4) {
+            char ip[32];
+            const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
+            snprintf(ip, sizeof(ip), "%u.%u.%u.%u", d[0], d[1], d[2], d[3]);
+            add_name(c, ip, strlen(ip));
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    if (c->n_names)
+        return;
+    char cn[256];
+    int l =
+        X509_NAME_get_text_by_NID(X509_get_subject_name(c->leaf), NID_commonName, cn, sizeof(cn));
+    if (l > 0)
+        add_name(c, cn, (size_t)l);
+}
+
+/* Reads a chain (leaf first) and a key from BIOs; checks that they belong together. */
+static int load_bios(BIO *cb, BIO *kb, const char *what_cert, const char *what_key,
+                     sl_tls_cert_t **out, sl_error_t *err)
+{
+    sl_tls_cert_t *c = sl_xcalloc(1, sizeof(*c));
+    atomic_init(&c->refs, 1);
+    int rc = 0;
+    c->leaf = cb ? PEM_read_bio_X509_AUX(cb, NULL, NULL, NULL) : NULL;
+    if (!c->leaf) {
+        rc = sl_error_set(err, SL_ETLS, "%s: no PEM certificate (%s)", what_cert, ssl_error_text());
+        goto out;
+    }
+    c->chain = sk_X509_new_null();
+    X509 *extra;
+    while ((extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+        sk_X509_push(c->chain, extra);
+    ERR_clear_error(); /* the end of the chain reads as an error */
+    c->key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    if (!c->key) {
+        rc = sl_error_set(err, SL_ETLS, "%s: no PEM private key (%s)", what_key, ssl_error_text());
+        goto out;
+    }
+    if (X509_check_private_key(c->leaf, c->key) != 1) {
+        ERR_clear_error();
+        rc =
+            sl_error_set(err, SL_ETLS, "%s does not match the certificate %s", what_key, what_cert);
+        goto out;
+    }
+    if (X509_cmp_current_time(X509_get0_notAfter(c->leaf)) < 0)
+        SL_WARN("%s has expired (it is still served; clients will refuse it)", what_cert);
+    collect_names(c);
+out:
+    if (rc) {
+        sl_tls_cert_release(c);
+        c = NULL;
+    }
+    *out = c;
+    return rc;
+}
+
+int sl_tls_cert_load_file(const char *cert, const char *key, sl_tls_cert_t **out, sl_error_t *err)
+{
+    BIO *cb = BIO_new_file(cert, "r");
+    if (!cb) {
+        ERR_clear_error();
+        *out = NULL;
+        return sl_error_set(err, SL_ETLS, "certificate %s: %s", cert, strerror(errno));
+    }
+    BIO *kb = BIO_new_file(key, "r");
+    if (!kb) {
+        ERR_clear_error();
+        BIO_free(cb);
+        *out = NULL;
+        return sl_error_set(err, SL_ETLS, "key %s: %s", key, strerror(errno));
+    }
+    char wc[PATH_MAX + 16], wk[PATH_MAX + 16];
+    snprintf(wc, sizeof(wc), "certificate %s", cert);
+    snprintf(wk, sizeof(wk), "key %s", key);
+    int rc = load_bios(cb, kb, wc, wk, out, err);
+    BIO_free(cb);
+    BIO_free(kb);
+    return rc;
+}
+
+int sl_tls_cert_load_pem(const char *cert_pem, const char *key_pem, sl_tls_cert_t **out,
+                         sl_error_t *err)
+{
+    BIO *cb = BIO_new_mem_buf(cert_pem, -1), *kb = BIO_new_mem_buf(key_pem, -1);
+    int rc = load_bios(cb, kb, "cert_pem", "key_pem", out, err);
+    BIO_free(cb);
+    BIO_free(kb);
+    return rc;
+}
+
+void sl_tls_cert_set_hosts(sl_tls_cert_t *c, const char *const *hosts, size_t n)
+{
+    clear_names(c);
+    for (size_t i = 0; i < n; i++)
+        add_name(c, hosts[i], strlen(hosts[i]));
+    c->explicit_hosts = true;
+}
+
+size_t sl_tls_cert_names(const sl_tls_cert_t *c, const char *const **names)
+{
+    *names = (const char *const *)c->names;
+    return c->n_names;
+}
+
+int64_t sl_tls_cert_not_after(const sl_tls_cert_t *c)
+{
+    struct tm tm;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(c->leaf), &tm) != 1)
+        return 0;
+    return (int64_t)timegm(&tm);
+}
+
+sl_tls_cert_t *sl_tls_cert_ref(sl_tls_cert_t *c)
+{
+    atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
+void sl_tls_cert_release(sl_tls_cert_t *c)
+{
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    X509_free(c->leaf);
+    sk_X509_pop_free(c->chain, X509_free);
+    EVP_PKEY_free(c->key);
+    clear_names(c);
+    free(c);
+}
+
+/* ---- certificate sets -------------------------------------------------------------------- */
 
 struct sl_tls_certs {
-    cert_entry_t *items;
-    size_t n;
+    SSL_CTX **ctxs;
+    sl_tls_cert_t **certs;
+    size_t n, default_index;
     sl_hmap_t exact;    /* name -> SSL_CTX* */
     sl_hmap_t wildcard; /* ".domain" -> SSL_CTX* */
 };
@@ -116,6 +299,7 @@ struct sl_tls_settings {
     sl_tls_certs_t *certs;
     SSL_CTX *empty; /* used when the set is empty: every handshake fails */
     bool h2;
+    uint64_t handshake_timeout_ms;
     X509_STORE *client_ca; /* mTLS: verify client certificates against it */
     STACK_OF(X509_NAME) * client_ca_names;
 };
@@ -139,11 +323,15 @@ static int servername_cb(SSL *ssl, int *alert, void *arg);
 /* Settings every server context shares: versions, ciphers, ALPN, tickets, SNI, client CA. */
 static void configure_server_ctx(SSL_CTX *ctx, sl_tls_settings_t *t)
 {
+    static const unsigned char sid_ctx[] = "sluice";
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_cipher_list(ctx, intermediate_ciphers);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
                                  SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets only: no shared cache */
+    /* Without a session id context, resuming a session that verified a client certificate
+     * fails the handshake. */
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof(sid_ctx) - 1);
     SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, t);
     SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
@@ -176,91 +364,14 @@ void sl_tls_certs_free(sl_tls_certs_t *c)
     if (!c)
         return;
     for (size_t i = 0; i < c->n; i++) {
-        SSL_CTX_free(c->items[i].ctx);
-        for (size_t k = 0; k < c->items[i].n_names; k++)
-            free(c->items[i].names[k]);
-        free(c->items[i].names);
+        SSL_CTX_free(c->ctxs[i]);
+        sl_tls_cert_release(c->certs[i]);
     }
-    free(c->items);
+    free(c->ctxs);
+    free(c->certs);
     sl_hmap_free(&c->exact);
     sl_hmap_free(&c->wildcard);
     free(c);
-}
-
-static const char *ssl_error_text(void)
-{
-    static __thread char buf[256];
-    unsigned long e = ERR_get_error();
-    if (!e)
-        return "unknown TLS error";
-    ERR_error_string_n(e, buf, sizeof(buf));
-    ERR_clear_error();
-    return buf;
-}
-
-static void add_name(cert_entry_t *e, const char *name, size_t len)
-{
-    char *n = sl_xstrndup(name, len);
-    for (char *p = n; *p; p++)
-        if (*p >= 'A' && *p <= 'Z')
-            *p = (char)(*p - 'A' + 'a');
-    e->names = sl_xrealloc(e->names, (e->n_names + 1) * sizeof(char *));
-    e->names[e->n_names++] = n;
-}
-
-/* The names a certificate serves: its SAN DNS and IP entries, else its CN. */
-static void collect_names(cert_entry_t *e, X509 *x)
-{
-    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    int n = sans ? sk_GENERAL_NAME_num(sans) : 0;
-    for (int i = 0; i < n; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        if (g->type == GEN_DNS) {
-            const unsigned char *d = ASN1_STRING_get0_data(g->d.dNSName);
-            add_name(e, (const char *)d, (size_t)ASN1_STRING_length(g->d.dNSName));
-        } else if (g->type == GEN_IPADD) {
-            char ip[64];
-            int l = ASN1_STRING_length(g->d.iPAddress);
-            const unsigned char *d = ASN1_STRING_get0_data(g->d.iPAddress);
-            if (l == 4)
-                snprintf(ip, sizeof(ip), "%u.%u.%u.%u", d[0], d[1], d[2], d[3]);
-            else
-                continue;
-            add_name(e, ip, strlen(ip));
-        }
-    }
-    GENERAL_NAMES_free(sans);
-    if (e->n_names)
-        return;
-    char cn[256];
-    if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof(cn)) > 0)
-        add_name(e, cn, strlen(cn));
-}
-
-static int add_ctx(sl_tls_certs_t *c, SSL_CTX *ctx, sl_error_t *err)
-{
-    X509 *x = SSL_CTX_get0_certificate(ctx);
-    if (!x) {
-        SSL_CTX_free(ctx);
-        return sl_error_set(err, SL_ETLS, "no certificate");
-    }
-    if (X509_cmp_current_time(X509_get0_notAfter(x)) < 0)
-        SL_WARN("a certificate has expired (it is still served; clients will refuse it)");
-    c->items = sl_xrealloc(c->items, (c->n + 1) * sizeof(*c->items));
-    cert_entry_t *e = &c->items[c->n++];
-    memset(e, 0, sizeof(*e));
-    e->ctx = ctx;
-    collect_names(e, x);
-    for (size_t i = 0; i < e->n_names; i++) {
-        const char *nm = e->names[i];
-        bool wild = nm[0] == '*' && nm[1] == '.';
-        sl_hmap_t *m = wild ? &c->wildcard : &c->exact;
-        const char *key = wild ? nm + 1 : nm;
-        void **slot = sl_hmap_put(m, key, strlen(key));
-        if (!*slot)
-            *slot = ctx; /* the first certificate for a name wins */
-    }
-    return 0;
 }
 
 static SSL_CTX *new_server_ctx(void)
@@ -271,57 +382,62 @@ static SSL_CTX *new_server_ctx(void)
     return ctx;
 }
 
-int sl_tls_certs_add_file(sl_tls_certs_t *c, const char *cert, const char *key, sl_error_t *err)
+int sl_tls_certs_add(sl_tls_certs_t *c, sl_tls_cert_t *cert, sl_error_t *err)
 {
     SSL_CTX *ctx = new_server_ctx();
-    if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+    if (SSL_CTX_use_certificate(ctx, cert->leaf) != 1 ||
+        SSL_CTX_use_PrivateKey(ctx, cert->key) != 1) {
         SSL_CTX_free(ctx);
-        return sl_error_set(err, SL_ETLS, "certificate %s: %s", cert, ssl_error_text());
+        return sl_error_set(err, SL_ETLS, "certificate: %s", ssl_error_text());
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        SSL_CTX_free(ctx);
-        return sl_error_set(err, SL_ETLS, "key %s: %s", key, ssl_error_text());
+    for (int i = 0; i < sk_X509_num(cert->chain); i++)
+        if (SSL_CTX_add1_chain_cert(ctx, sk_X509_value(cert->chain, i)) != 1) {
+            SSL_CTX_free(ctx);
+            return sl_error_set(err, SL_ETLS, "certificate chain: %s", ssl_error_text());
+        }
+    c->ctxs = sl_xrealloc(c->ctxs, (c->n + 1) * sizeof(*c->ctxs));
+    c->certs = sl_xrealloc(c->certs, (c->n + 1) * sizeof(*c->certs));
+    c->ctxs[c->n] = ctx;
+    c->certs[c->n] = sl_tls_cert_ref(cert);
+    c->n++;
+    for (size_t i = 0; i < cert->n_names; i++) {
+        const char *nm = cert->names[i];
+        bool wild = nm[0] == '*' && nm[1] == '.';
+        sl_hmap_t *m = wild ? &c->wildcard : &c->exact;
+        const char *key = wild ? nm + 1 : nm;
+        void **slot = sl_hmap_put(m, key, strlen(key));
+        if (!*slot)
+            *slot = ctx; /* the first certificate for a name wins */
     }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        SSL_CTX_free(ctx);
-        return sl_error_set(err, SL_ETLS, "key %s does not match certificate %s", key, cert);
-    }
-    return add_ctx(c, ctx, err);
+    return 0;
+}
+
+void sl_tls_certs_set_default(sl_tls_certs_t *c, size_t index)
+{
+    if (index < c->n)
+        c->default_index = index;
+}
+
+static int add_loaded(sl_tls_certs_t *c, sl_tls_cert_t *cert, sl_error_t *err)
+{
+    int rc = sl_tls_certs_add(c, cert, err);
+    sl_tls_cert_release(cert);
+    return rc;
+}
+
+int sl_tls_certs_add_file(sl_tls_certs_t *c, const char *cert, const char *key, sl_error_t *err)
+{
+    sl_tls_cert_t *x = NULL;
+    int rc = sl_tls_cert_load_file(cert, key, &x, err);
+    return rc ? rc : add_loaded(c, x, err);
 }
 
 int sl_tls_certs_add_pem(sl_tls_certs_t *c, const char *cert_pem, const char *key_pem,
                          sl_error_t *err)
 {
-    SSL_CTX *ctx = new_server_ctx();
-    BIO *b = BIO_new_mem_buf(cert_pem, -1);
-    X509 *x = PEM_read_bio_X509(b, NULL, NULL, NULL);
-    int rc = 0;
-    if (!x || SSL_CTX_use_certificate(ctx, x) != 1) {
-        rc = sl_error_set(err, SL_ETLS, "certificate: %s", ssl_error_text());
-    } else {
-        X509 *extra; /* the rest of the chain */
-        while ((extra = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-            if (SSL_CTX_add0_chain_cert(ctx, extra) != 1)
-                X509_free(extra);
-        ERR_clear_error(); /* the end of the chain reads as an error */
-    }
-    X509_free(x);
-    BIO_free(b);
-    if (!rc) {
-        b = BIO_new_mem_buf(key_pem, -1);
-        EVP_PKEY *k = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
-        BIO_free(b);
-        if (!k || SSL_CTX_use_PrivateKey(ctx, k) != 1)
-            rc = sl_error_set(err, SL_ETLS, "key: %s", ssl_error_text());
-        else if (SSL_CTX_check_private_key(ctx) != 1)
-            rc = sl_error_set(err, SL_ETLS, "the key does not match the certificate");
-        EVP_PKEY_free(k);
-    }
-    if (rc) {
-        SSL_CTX_free(ctx);
-        return rc;
-    }
-    return add_ctx(c, ctx, err);
+    sl_tls_cert_t *x = NULL;
+    int rc = sl_tls_cert_load_pem(cert_pem, key_pem, &x, err);
+    return rc ? rc : add_loaded(c, x, err);
 }
 
 /* ---- settings ---------------------------------------------------------------------------- */
@@ -330,6 +446,7 @@ sl_tls_settings_t *sl_tls_settings_new(void)
 {
     sl_tls_settings_t *t = sl_xcalloc(1, sizeof(*t));
     pthread_rwlock_init(&t->lock, NULL);
+    t->handshake_timeout_ms = 10000;
     t->empty = new_server_ctx();
     configure_server_ctx(t->empty, t);
     return t;
@@ -338,7 +455,7 @@ sl_tls_settings_t *sl_tls_settings_new(void)
 static void configure_set(sl_tls_settings_t *t, sl_tls_certs_t *c)
 {
     for (size_t i = 0; c && i < c->n; i++)
-        configure_server_ctx(c->items[i].ctx, t);
+        configure_server_ctx(c->ctxs[i], t);
 }
 
 void sl_tls_settings_set_certs(sl_tls_settings_t *t, sl_tls_certs_t *certs)
@@ -365,6 +482,16 @@ int sl_tls_settings_intermediate(const char *cert, const char *key, sl_tls_setti
     sl_tls_settings_set_certs(t, c);
     *out = t;
     return 0;
+}
+
+void sl_tls_settings_set_handshake_timeout(sl_tls_settings_t *t, uint64_t ms)
+{
+    t->handshake_timeout_ms = ms ? ms : 10000;
+}
+
+uint64_t sl__tls_handshake_timeout(const sl_tls_settings_t *t)
+{
+    return t->handshake_timeout_ms;
 }
 
 void sl_tls_settings_enable_h2(sl_tls_settings_t *t)
@@ -424,7 +551,7 @@ static SSL_CTX *pick_ctx(sl_tls_settings_t *t, const char *sni)
                 return ctx;
         }
     }
-    return c->items[0].ctx;
+    return c->ctxs[c->default_index];
 }
 
 static int servername_cb(SSL *ssl, int *alert, void *arg)
@@ -658,17 +785,34 @@ int sl__tls_server_start(sl_stream_t *s, sl_tls_settings_t *settings, uint64_t t
 }
 
 int sl__tls_client_start(sl_stream_t *s, SSL_CTX *ctx, const char *sni, bool verify_name,
-                         uint64_t timeout_ms, sl_tls_handshake_cb cb)
+                         const struct sockaddr *addr, uint64_t timeout_ms, sl_tls_handshake_cb cb)
 {
     sl_tls_t *t = tls_new(s, ctx, false, cb);
     SSL_set_connect_state(t->ssl);
-    if (sni && *sni) {
-        /* SNI is for names, not addresses (RFC 6066). */
-        unsigned char tmp[16];
-        if (inet_pton(AF_INET, sni, tmp) != 1 && inet_pton(AF_INET6, sni, tmp) != 1)
-            SSL_set_tlsext_host_name(t->ssl, sni);
-        if (verify_name && SSL_set1_host(t->ssl, sni) != 1) {
-            fail(t, "invalid name to verify");
+    unsigned char tmp[16];
+    bool sni_is_ip =
+        sni && *sni && (inet_pton(AF_INET, sni, tmp) == 1 || inet_pton(AF_INET6, sni, tmp) == 1);
+    if (sni && *sni && !sni_is_ip)
+        SSL_set_tlsext_host_name(t->ssl, sni); /* SNI is for names, not addresses (RFC 6066) */
+    if (verify_name) {
+        /* The name the certificate must carry: the SNI, an IP given as the SNI, else the
+         * address connected to (a SAN IP entry). */
+        X509_VERIFY_PARAM *vp = SSL_get0_param(t->ssl);
+        char ip[64] = "";
+        if (sni && *sni && !sni_is_ip) {
+            if (SSL_set1_host(t->ssl, sni) != 1) {
+                fail(t, "invalid name to verify");
+                return SL_ETLS;
+            }
+        } else if (sni_is_ip) {
+            snprintf(ip, sizeof(ip), "%s", sni);
+        } else if (addr && addr->sa_family == AF_INET) {
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof(ip));
+        } else if (addr && addr->sa_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof(ip));
+        }
+        if (ip[0] && X509_VERIFY_PARAM_set1_ip_asc(vp, ip) != 1) {
+            fail(t, "invalid address to verify");
             return SL_ETLS;
         }
     }
@@ -833,16 +977,31 @@ int sl_stream_client_cert_subject(const sl_stream_t *s, char *buf, size_t cap)
 /* ---- client contexts --------------------------------------------------------------------- */
 
 static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static long long file_mtime_ns(const char *path)
+{
+    struct stat st;
+    if (!path || stat(path, &st) != 0)
+        return 0;
+    return (long long)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+}
 static sl_hmap_t client_ctxs; /* options key -> SSL_CTX* (process lifetime) */
 
 SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_error_t *err)
 {
     const sl_peer_options_t *o = &peer->options;
     const char *ca = o->ca_file ? o->ca_file : default_ca;
-    char key[1200];
-    int kl = snprintf(key, sizeof(key), "%s|%s|%s|%d|%d", ca ? ca : "-",
-                      o->client_cert ? o->client_cert : "-", o->client_key ? o->client_key : "-",
-                      o->verify_cert, (int)o->alpn);
+    char key[1400];
+    /* Keyed by the files' change times too: a renewed client certificate or trust store is
+     * picked up by the next connection, without a restart. */
+    int kl = snprintf(key, sizeof(key), "%s@%lld|%s@%lld|%s@%lld|%d|%d", ca ? ca : "-",
+                      file_mtime_ns(ca), o->client_cert ? o->client_cert : "-",
+                      file_mtime_ns(o->client_cert), o->client_key ? o->client_key : "-",
+                      file_mtime_ns(o->client_key), o->verify_cert, (int)o->alpn);
+    if (kl < 0 || (size_t)kl >= sizeof(key)) {
+        sl_error_set(err, SL_ETLS, "TLS file names too long");
+        return NULL;
+    }
     pthread_mutex_lock(&client_lock);
     SSL_CTX *ctx = sl_hmap_get(&client_ctxs, key, (size_t)kl);
     if (ctx) {
@@ -886,4 +1045,12 @@ SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_er
     *sl_hmap_put(&client_ctxs, key, (size_t)kl) = ctx;
     pthread_mutex_unlock(&client_lock);
     return ctx;
+}
+
+int sl_tls_client_check(const sl_peer_options_t *options, const char *default_ca, sl_error_t *err)
+{
+    sl_peer_t p;
+    memset(&p, 0, sizeof(p));
+    p.options = *options;
+    return sl__tls_client_ctx(&p, default_ca, err) ? 0 : SL_ETLS;
 }

@@ -16,10 +16,11 @@ typedef void (*sl_tls_handshake_cb)(sl_stream_t *s, int status);
 /* Server side, on an accepted stream. */
 int sl__tls_server_start(sl_stream_t *s, sl_tls_settings_t *settings, uint64_t timeout_ms,
                          sl_tls_handshake_cb cb);
+uint64_t sl__tls_handshake_timeout(const sl_tls_settings_t *t);
 /* Client side, on a connected stream: sni may be NULL; verify_name checks the certificate
- * against sni. */
+ * against sni, or without one against addr's IP (a unix socket has no name to check). */
 int sl__tls_client_start(sl_stream_t *s, SSL_CTX *ctx, const char *sni, bool verify_name,
-                         uint64_t timeout_ms, sl_tls_handshake_cb cb);
+                         const struct sockaddr *addr, uint64_t timeout_ms, sl_tls_handshake_cb cb);
 
 /* The client context for a peer's TLS options (cached per distinct options; the cache holds
  * a reference). default_ca is the server's ca_file (NULL: the system's trust store). */
