@@ -14,7 +14,8 @@ class Gateway:
     """A sluice process on free ports. `conf` is the gateway part of the config (dict); the
     listener and admin addresses are filled in."""
 
-    def __init__(self, procs, tmp_path, conf, threads=1, token=None, name="sluice", extra=None):
+    def __init__(self, procs, tmp_path, conf, threads=1, token=None, name="sluice", extra=None,
+                 more_listeners=()):
         self.port = free_port()
         self.admin_port = free_port()
         self.tmp_path = tmp_path
@@ -29,6 +30,7 @@ class Gateway:
         }
         if token:
             doc["admin"]["token"] = token
+        doc["listeners"] += list(more_listeners)
         doc.update(extra or {})
         doc.update(conf)
         self.token = token

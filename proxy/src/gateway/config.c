@@ -18,13 +18,16 @@
 #define SL_LOG_TAG "config"
 #include "sluice/log.h"
 
-const char *const gw_top_keys[] = {"admin",  "dns",    "listeners", "upstreams",
-                                   "routes", "errors", NULL};
-const char *const gw_dynamic_keys[] = {"upstreams", "routes", "errors", NULL};
+const char *const gw_top_keys[] = {"admin",  "dns",    "listeners",    "upstreams",
+                                   "routes", "errors", "certificates", NULL};
+const char *const gw_dynamic_keys[] = {"upstreams", "routes", "errors", "certificates", NULL};
 
 static const char *const listener_keys[] = {"name", "listen", "protocol", "tls", "upstream", NULL};
 static const char *const upstream_keys[] = {"backends", "lb",       "discovery", "protocol", "host",
                                             "tls",      "timeouts", "tunnel",    NULL};
+static const char *const listener_tls_keys[] = {"certificates", "alpn", "client_ca",
+                                                "handshake_timeout", NULL};
+static const char *const upstream_tls_keys[] = {"sni", "verify", "ca", "cert", "key", NULL};
 static const char *const timeout_keys[] = {"connect", "read", "write", "idle", NULL};
 static const char *const discovery_keys[] = {"file", "interval", NULL};
 static const char *const route_keys[] = {"name",    "match",   "upstream", "timeouts",
@@ -129,6 +132,76 @@ static int not_yet(const cJSON *obj, const char *path, const char *key, const ch
 
 /* ---- listeners --------------------------------------------------------------------------- */
 
+static void listener_tls_free(gw_listener_tls_t *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n_certs; i++)
+        gw_cert_free(&t->certs[i]);
+    free(t->certs);
+    free(t->client_ca);
+    free(t);
+}
+
+/* listeners[].tls: {certificates, alpn, client_ca, handshake_timeout}. */
+static int parse_listener_tls(gw_listener_t *gl, const cJSON *l, const char *path, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(l, "tls");
+    if (!v || cJSON_IsNull(v))
+        return 0;
+    char p[SL_CFG_PATH_MAX], cp[SL_CFG_PATH_MAX];
+    sl__cfg_path_key(p, sizeof(p), path, "tls");
+    int rc = sl__cfg_check_keys(v, p, listener_tls_keys, err);
+    if (rc)
+        return rc;
+    gw_listener_tls_t *t = gl->tls = sl_xcalloc(1, sizeof(*t));
+    t->handshake_timeout_ms = 10000;
+    sl__cfg_path_key(cp, sizeof(cp), p, "certificates");
+    if ((rc = gw_certs_parse_list(cJSON_GetObjectItemCaseSensitive(v, "certificates"), cp, false,
+                                  &t->certs, &t->n_certs, err)) ||
+        (rc = sl__cfg_get_str(v, p, "client_ca", false, &t->client_ca, err)) ||
+        (rc = sl__cfg_get_duration_ms(v, p, "handshake_timeout", &t->handshake_timeout_ms, err)))
+        return rc;
+    if (!t->handshake_timeout_ms)
+        return sl_error_set(err, SL_ECONFIG, "%s.handshake_timeout: must be more than 0", p);
+    char **alpn = NULL;
+    size_t n_alpn = 0;
+    bool h1 = true;
+    if (cJSON_GetObjectItemCaseSensitive(v, "alpn")) {
+        if ((rc = sl__cfg_get_str_list(v, p, "alpn", &alpn, &n_alpn, err)))
+            return rc;
+        h1 = false;
+        for (size_t i = 0; !rc && i < n_alpn; i++) {
+            if (!strcmp(alpn[i], "http/1.1"))
+                h1 = true;
+            else if (!strcmp(alpn[i], "h2"))
+                t->h2 = true;
+            else
+                rc = sl_error_set(err, SL_ECONFIG,
+                                  "%s.alpn[%zu]: unknown protocol \"%s\" (h2, http/1.1)", p, i,
+                                  alpn[i]);
+        }
+        sl__cfg_free_str_list(alpn, n_alpn);
+        if (rc)
+            return rc;
+        if (!h1)
+            return sl_error_set(err, SL_ECONFIG,
+                                "%s.alpn: http/1.1 is required (clients without ALPN speak it)", p);
+    }
+    if (t->h2)
+        return sl_error_set(err, SL_ECONFIG, "%s.alpn: h2 is not supported by this build yet", p);
+    if (t->client_ca) {
+        /* Load it now so a bad file is refused with the configuration. */
+        sl_tls_settings_t *probe = sl_tls_settings_new();
+        sl_error_t e2 = {0};
+        rc = sl_tls_settings_set_client_ca(probe, t->client_ca, &e2);
+        sl_tls_settings_free(probe);
+        if (rc)
+            return sl_error_set(err, SL_ECONFIG, "%s.client_ca: %s", p, e2.msg);
+    }
+    return 0;
+}
+
 static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
 {
     const cJSON *ls = cJSON_GetObjectItemCaseSensitive(root, "listeners");
@@ -165,8 +238,8 @@ static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
             return sl_error_set(err, SL_ECONFIG, "%s.protocol: unknown value \"%s\" (http, tcp)", p,
                                 gl->protocol);
         }
-        if ((rc = not_yet(l, p, "tls", "TLS", err)) ||
-            (rc = not_yet(l, p, "upstream", "a tcp listener's upstream", err)))
+        if ((rc = not_yet(l, p, "upstream", "a tcp listener's upstream", err)) ||
+            (rc = parse_listener_tls(gl, l, p, err)))
             return rc;
         sl_endpoint_t ep;
         memset(&ep, 0, sizeof(ep));
@@ -197,6 +270,13 @@ static void upstream_free(gw_upstream_t *u)
     free(u->backends);
     free(u->seq);
     free(u->host);
+    if (u->tls) {
+        free(u->tls->sni);
+        free(u->tls->ca);
+        free(u->tls->cert);
+        free(u->tls->key);
+        free(u->tls);
+    }
     free(u->discovery_file);
     state_release(u->state);
     free(u);
@@ -231,6 +311,42 @@ int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *pa
     return 0;
 }
 
+/* upstreams.NAME.tls: {sni, verify, ca, cert, key}; `tls: {}` is TLS with the defaults. */
+static int parse_upstream_tls(gw_upstream_t *u, const cJSON *up, const char *path, sl_error_t *err)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(up, "tls");
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v))
+        return 0;
+    char p[SL_CFG_PATH_MAX];
+    sl__cfg_path_key(p, sizeof(p), path, "tls");
+    gw_upstream_tls_t *t = u->tls = sl_xcalloc(1, sizeof(*t));
+    t->verify = true;
+    if (cJSON_IsTrue(v))
+        return 0;
+    int rc = sl__cfg_check_keys(v, p, upstream_tls_keys, err);
+    if (rc || (rc = sl__cfg_get_str(v, p, "sni", false, &t->sni, err)) ||
+        (rc = sl__cfg_get_bool(v, p, "verify", &t->verify, err)) ||
+        (rc = sl__cfg_get_str(v, p, "ca", false, &t->ca, err)) ||
+        (rc = sl__cfg_get_str(v, p, "cert", false, &t->cert, err)) ||
+        (rc = sl__cfg_get_str(v, p, "key", false, &t->key, err)))
+        return rc;
+    if (t->sni && !valid_host(t->sni, false))
+        return sl_error_set(err, SL_ECONFIG, "%s.sni: \"%s\" is not a host name", p, t->sni);
+    if (!t->cert != !t->key)
+        return sl_error_set(err, SL_ECONFIG, "%s: a client certificate needs both cert and key", p);
+    /* The files load now (and again when they change): a typo is refused with the config. */
+    sl_peer_options_t o;
+    memset(&o, 0, sizeof(o));
+    o.verify_cert = t->verify;
+    o.ca_file = t->ca;
+    o.client_cert = t->cert;
+    o.client_key = t->key;
+    sl_error_t e2 = {0};
+    if ((t->ca || t->cert) && sl_tls_client_check(&o, NULL, &e2) != 0)
+        return sl_error_set(err, SL_ECONFIG, "%s: %s", p, e2.msg);
+    return 0;
+}
+
 static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out, sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
@@ -252,8 +368,10 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     free(lb);
     if (!rc)
         rc = sl__cfg_get_str(v, p, "protocol", false, &proto, err);
-    if (!rc && proto && strcmp(proto, "http1") != 0) {
-        if (!strcmp(proto, "h2") || !strcmp(proto, "h2c") || !strcmp(proto, "grpc"))
+    if (!rc && proto) {
+        if (!strcmp(proto, "http1"))
+            u->protocol = GW_PROTO_HTTP1;
+        else if (!strcmp(proto, "h2") || !strcmp(proto, "h2c") || !strcmp(proto, "grpc"))
             rc = sl_error_set(err, SL_ECONFIG,
                               "%s.protocol: %s upstreams are not supported by this build yet", p,
                               proto);
@@ -263,7 +381,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     }
     free(proto);
     if (rc || (rc = sl__cfg_get_str(v, p, "host", false, &u->host, err)) ||
-        (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = not_yet(v, p, "tls", "TLS", err)) ||
+        (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = parse_upstream_tls(u, v, p, err)) ||
         (rc = not_yet(v, p, "tunnel", "a CONNECT tunnel", err)))
         return rc;
     if (u->host && !valid_host(u->host, false))
@@ -637,6 +755,9 @@ static int parse_misc(gw_config_t *c, const cJSON *root, sl_error_t *err)
         if (sl__endpoint_parse(&ep, c->admin_listen, &e2) != 0)
             return sl_error_set(err, SL_ECONFIG, "admin.listen: %s", e2.msg);
     }
+    if ((rc = gw_certs_parse_list(cJSON_GetObjectItemCaseSensitive(root, "certificates"),
+                                  "certificates", true, &c->certs, &c->n_certs, err)))
+        return rc;
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dns");
     if (d && !cJSON_IsNull(d)) {
         if ((rc = sl__cfg_check_keys(d, "dns", dns_keys, err)) ||
@@ -717,8 +838,12 @@ static void config_free(gw_config_t *c)
         free(c->listeners[i].name);
         free(c->listeners[i].listen);
         free(c->listeners[i].protocol);
+        listener_tls_free(c->listeners[i].tls);
     }
     free(c->listeners);
+    for (size_t i = 0; i < c->n_certs; i++)
+        gw_cert_free(&c->certs[i]);
+    free(c->certs);
     gw_router_free(c->router);
     for (size_t i = 0; i < c->n_routes; i++)
         route_free(c->routes[i]);
@@ -814,9 +939,26 @@ int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err)
     return 0;
 }
 
+static void redact_keys(cJSON *certs)
+{
+    cJSON *e;
+    cJSON_ArrayForEach(e, certs)
+    {
+        if (cJSON_GetObjectItemCaseSensitive(e, "key_pem"))
+            cJSON_ReplaceItemInObjectCaseSensitive(e, "key_pem", cJSON_CreateString("<redacted>"));
+    }
+}
+
 cJSON *gw_config_to_json(const gw_config_t *c)
 {
     cJSON *j = cJSON_Duplicate(c->json, 1);
+    redact_keys(cJSON_GetObjectItemCaseSensitive(j, "certificates"));
+    cJSON *l;
+    cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(j, "listeners"))
+    {
+        redact_keys(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(l, "tls"),
+                                                     "certificates"));
+    }
     cJSON *admin = cJSON_GetObjectItemCaseSensitive(j, "admin");
     if (admin && cJSON_GetObjectItemCaseSensitive(admin, "token"))
         cJSON_ReplaceItemInObjectCaseSensitive(admin, "token", cJSON_CreateString("<redacted>"));

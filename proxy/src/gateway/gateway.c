@@ -118,12 +118,20 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
     o->read_timeout_ms = pick_timeout(rt->read, ut->read, o->read_timeout_ms);
     o->write_timeout_ms = pick_timeout(rt->write, ut->write, o->write_timeout_ms);
     o->idle_timeout_ms = pick_timeout(rt->idle, ut->idle, o->idle_timeout_ms);
-    if (u->host) {
-        size_t n = strlen(u->host);
+    const char *name = u->tls && u->tls->sni ? u->tls->sni : u->host;
+    if (name) {
+        size_t n = strlen(name);
         if (n >= sizeof(peer->sni))
             n = sizeof(peer->sni) - 1;
-        memcpy(peer->sni, u->host, n);
+        memcpy(peer->sni, name, n);
         peer->sni[n] = '\0';
+    }
+    if (u->tls) {
+        peer->tls = true;
+        o->verify_cert = o->verify_hostname = u->tls->verify;
+        o->ca_file = u->tls->ca; /* NULL: the top-level ca_file */
+        o->client_cert = u->tls->cert;
+        o->client_key = u->tls->key;
     }
     return SL_CONTINUE;
 }
@@ -228,10 +236,29 @@ static void install(sl_worker_t *w, void *arg)
     }
 }
 
+/* New handshakes of each TLS listener use c's certificates (existing connections keep theirs). */
+static void swap_certs(gateway_t *gw, const gw_config_t *c)
+{
+    for (size_t i = 0; gw->tls && i < c->n_listeners && i < gw->n_services; i++) {
+        if (!gw->tls[i])
+            continue;
+        sl_error_t err = {0};
+        sl_tls_certs_t *set = gw_listener_certs(&c->listeners[i], c, &err);
+        if (!set) {
+            SL_ERROR("listener %s: certificates kept: %s", c->listeners[i].name, err.msg);
+            continue;
+        }
+        sl_tls_settings_set_certs(gw->tls[i], set);
+    }
+}
+
 void gw_publish(gateway_t *gw, gw_config_t *c, const char *source)
 {
     c->generation = ++gw->generation;
     gw_config_t *old = gw->current;
+    if (!gw_certs_same(old, c))
+        swap_certs(gw, c);
+    gw_certs_cache_keep(c);
     gw->current = c;
     for (size_t i = 0; i < gw->n_workers; i++) {
         gw_wsnap_t *fresh = wsnap_new(&gw->workers[i], gw_config_ref(c));
@@ -317,7 +344,8 @@ static int apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t
                                 "%s: cannot be changed at run time (edit the file and restart, or "
                                 "hot-upgrade with -u)",
                                 k->string);
-        return sl_error_set(err, SL_ECONFIG, "%s: unknown key (allowed: upstreams, routes, errors)",
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s: unknown key (allowed: upstreams, routes, errors, certificates)",
                             k->string);
     }
     /* The static part is small (copied); the dynamic part is moved out of root. */
@@ -451,19 +479,60 @@ void gw_free(gateway_t *gw)
     }
     free(gw->workers);
     free(gw->services);
+    for (size_t i = 0; gw->tls && i < gw->current->n_listeners; i++)
+        sl_tls_settings_free(gw->tls[i]);
+    free(gw->tls);
     gw_config_release(gw->current);
     cJSON_Delete(gw->file_doc);
     free(gw);
+    gw_certs_cache_clear();
+}
+
+static sl_tls_settings_t *listener_tls(const gw_listener_t *l, const gw_config_t *c,
+                                       sl_error_t *err)
+{
+    sl_tls_settings_t *t = sl_tls_settings_new();
+    sl_error_t e2 = {0};
+    sl_tls_settings_set_handshake_timeout(t, l->tls->handshake_timeout_ms);
+    if (l->tls->h2)
+        sl_tls_settings_enable_h2(t);
+    if (l->tls->client_ca && sl_tls_settings_set_client_ca(t, l->tls->client_ca, &e2) != 0) {
+        sl_tls_settings_free(t);
+        sl_error_set(err, SL_ECONFIG, "listener %s: %s", l->name, e2.msg);
+        return NULL;
+    }
+    sl_tls_certs_t *set = gw_listener_certs(l, c, &e2);
+    if (!set) {
+        sl_tls_settings_free(t);
+        sl_error_set(err, SL_ECONFIG, "listener %s: %s", l->name, e2.msg);
+        return NULL;
+    }
+    if (!sl_tls_certs_count(set))
+        SL_WARN("listener %s: no certificate yet; TLS handshakes are refused until one is "
+                "configured",
+                l->name);
+    sl_tls_settings_set_certs(t, set);
+    return t;
 }
 
 int gw_add_services(gateway_t *gw, sl_error_t *err)
 {
     const gw_config_t *c = gw->current;
-    gw->services = sl_xcalloc(c->n_listeners ? c->n_listeners : 1, sizeof(sl_service_t *));
+    size_t n = c->n_listeners ? c->n_listeners : 1;
+    gw->services = sl_xcalloc(n, sizeof(sl_service_t *));
+    gw->tls = sl_xcalloc(n, sizeof(sl_tls_settings_t *));
     for (size_t i = 0; i < c->n_listeners; i++) {
         const gw_listener_t *l = &c->listeners[i];
         sl_service_t *svc = sl_http_proxy_service_new(sl_server_conf(gw->server), &gw_hooks, gw);
-        if (sl_service_add_listen(svc, l->listen) != 0)
+        int rc;
+        if (l->tls) {
+            if (!(gw->tls[i] = listener_tls(l, c, err)))
+                return SL_ECONFIG;
+            rc = sl_service_add_tls(svc, l->listen, gw->tls[i]);
+        } else {
+            rc = sl_service_add_listen(svc, l->listen);
+        }
+        if (rc != 0)
             return sl_error_set(err, SL_ECONFIG, "listener %s: invalid address %s", l->name,
                                 l->listen);
         sl_server_add_service(gw->server, svc);

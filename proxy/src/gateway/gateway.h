@@ -14,6 +14,7 @@
 
 #include "sluice/conf.h"
 #include "sluice/proxy.h"
+#include "sluice/tls.h"
 
 typedef struct gw_config gw_config_t;
 typedef struct gw_route gw_route_t;
@@ -41,6 +42,17 @@ typedef struct gw_backend {
 
 typedef enum gw_lb { GW_LB_ROUND_ROBIN } gw_lb_t;
 
+/* An upstream's protocol (SPEC §4 upstreams.*.protocol). */
+typedef enum gw_proto { GW_PROTO_HTTP1, GW_PROTO_H2, GW_PROTO_H2C, GW_PROTO_GRPC } gw_proto_t;
+
+/* TLS to an upstream's backends. */
+typedef struct gw_upstream_tls {
+    char *sni;   /* NULL: the upstream's host, else none (the address is verified) */
+    bool verify; /* chain and name (default true) */
+    char *ca;    /* NULL: the top-level ca_file, else the system's */
+    char *cert, *key;
+} gw_upstream_tls_t;
+
 /* Rotation state shared by every snapshot that has an upstream of this name, so a config
  * swap does not restart the rotation. */
 typedef struct gw_upstream_state {
@@ -58,6 +70,8 @@ struct gw_upstream {
     size_t seq_len;
     gw_lb_t lb;
     char *host; /* Host header sent upstream, NULL: the client's */
+    gw_proto_t protocol;
+    gw_upstream_tls_t *tls; /* NULL: plain */
     gw_timeouts_t timeouts;
     char *discovery_file; /* NULL: no file discovery */
     uint64_t discovery_interval_ms;
@@ -153,12 +167,36 @@ size_t gw_path_normalize(const char *in, size_t len, char *out);
 gw_route_t *gw_router_match(const gw_router_t *r, sl_str_t host, sl_str_t path, sl_str_t method,
                             const sl_headers_t *headers);
 
+/* ---- certificates ------------------------------------------------------------------------ */
+
+typedef struct gw_cert {
+    sl_tls_cert_t *cert;
+    unsigned char digest[32]; /* what defines it (cache key) */
+    bool any_host;            /* no hosts given: serves its own names; a default candidate */
+} gw_cert_t;
+
+/* Parses {cert, key} | {cert_pem, key_pem} (+ hosts when allowed) and loads it (cached). */
+int gw_cert_parse(const cJSON *v, const char *path, bool allow_hosts, gw_cert_t *out,
+                  sl_error_t *err);
+int gw_certs_parse_list(const cJSON *list, const char *path, bool allow_hosts, gw_cert_t **out,
+                        size_t *n_out, sl_error_t *err);
+void gw_cert_free(gw_cert_t *c);
+
 /* ---- listeners --------------------------------------------------------------------------- */
+
+typedef struct gw_listener_tls {
+    gw_cert_t *certs;
+    size_t n_certs;
+    bool h2;         /* ALPN offers h2 */
+    char *client_ca; /* NULL: no client certificates asked */
+    uint64_t handshake_timeout_ms;
+} gw_listener_tls_t;
 
 typedef struct gw_listener {
     char *name;
     char *listen;   /* "0.0.0.0:8080", "unix:/path" */
     char *protocol; /* "http" */
+    gw_listener_tls_t *tls;
 } gw_listener_t;
 
 /* ---- the snapshot ------------------------------------------------------------------------ */
@@ -178,6 +216,8 @@ struct gw_config {
     char *admin_token; /* "" or NULL: no token */
     char **dns_servers;
     size_t n_dns_servers;
+    gw_cert_t *certs; /* the dynamic `certificates`, for every TLS listener */
+    size_t n_certs;
     struct sl_hmap *upstream_index; /* name -> gw_upstream_t* */
     cJSON *json;                    /* the effective document, canonical (GET /config) */
     char hash[65];                  /* sha256 of the canonical dynamic part as last applied whole */
@@ -198,6 +238,13 @@ void gw_config_hash_json(const cJSON *doc, char out[65]);
 /* Keys a PUT /config may carry (the rest needs a restart or hot upgrade). */
 extern const char *const gw_dynamic_keys[];
 gw_config_t *gw_config_ref(gw_config_t *c);
+/* A TLS listener's certificate set for a configuration (its own, then the dynamic ones). */
+sl_tls_certs_t *gw_listener_certs(const gw_listener_t *l, const gw_config_t *c, sl_error_t *err);
+/* True when both configurations have the same dynamic certificates. */
+bool gw_certs_same(const gw_config_t *a, const gw_config_t *b);
+/* Keeps in the certificate cache exactly what c uses (after c is published). */
+void gw_certs_cache_keep(const gw_config_t *c);
+void gw_certs_cache_clear(void);
 void gw_config_release(gw_config_t *c);
 gw_upstream_t *gw_config_upstream(const gw_config_t *c, const char *name);
 /* The effective config as JSON with private keys and tokens redacted (caller frees). */

@@ -36,6 +36,7 @@ struct gateway {
     size_t n_workers;
     sl_service_t **services; /* one HTTP proxy service per listener */
     size_t n_services;
+    sl_tls_settings_t **tls; /* per listener (NULL: plain); certificates swap with configs */
     gw_admin_t *admin;
     gw_discovery_t *discovery;
     uint64_t generation;
