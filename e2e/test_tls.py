@@ -74,13 +74,15 @@ def https_get(ctx, port, path="/", server_hostname="localhost", session=None):
 # ---- listeners -----------------------------------------------------------------------------
 
 def test_https_request_both_sides(tls_fwd, upstream, certs):
-    r = curl("-i", "--cacert", certs / "ca.crt", f"https://localhost:{tls_fwd.port}/?a=1")
+    r = curl("-i", "--cacert", certs / "ca.crt", "-H", "X-Client-Cert-Subject: CN=admin",
+             f"https://localhost:{tls_fwd.port}/?a=1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(b"HTTP/1.1 200 OK") and r.stdout.endswith(b"hello\n")
     req = upstream.last()
     assert req.target == "/?a=1"
     assert req.header("x-forwarded-proto") == "https"
     assert req.header("host") == f"localhost:{tls_fwd.port}"
+    assert req.header("x-client-cert-subject") is None, "a client cannot claim an identity"
     assert tls_fwd.wait_log(r"GET /\?a=1 -> 200 .* tls=TLSv1.3 sni=localhost alpn=http/1.1")
 
 
@@ -199,10 +201,13 @@ def test_client_certificates_required(start_fwd, upstream, certs):
              certs / "server.key", url)
     assert r.returncode != 0 and r.stdout == b"", "a server certificate is no client identity"
     r = curl("--cacert", certs / "ca.crt", "--cert", certs / "client.crt", "--key",
-             certs / "client.key", url)
+             certs / "client.key", "-H", "X-Client-Cert-Subject: CN=admin", url)
     assert r.returncode == 0 and r.stdout == b"hello\n", r.stderr
-    assert fwd.wait_log(r'client="CN=PingoraClient,O=Pingora Proxy,ST=PingoraCity,C=US"')
+    subject = "CN=PingoraClient,O=Pingora Proxy,ST=PingoraCity,C=US"
+    assert fwd.wait_log(f'client="{subject}"')
     assert len(upstream.requests) == 1
+    # the verified subject goes upstream; what the client claimed does not
+    assert upstream.last().header("x-client-cert-subject") == subject
     # resuming a session that carried a client certificate works (session id context)
     ctx = client_ctx(certs)
     ctx.load_cert_chain(str(certs / "client.crt"), str(certs / "client.key"))

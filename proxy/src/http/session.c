@@ -278,6 +278,13 @@ static void build_upstream_request(sl_session_t *s)
             sl_headers_add(&u->headers, "X-Forwarded-For", ip);
         }
         sl_headers_set(&u->headers, "X-Forwarded-Proto", sl_session_is_tls(s) ? "https" : "http");
+        /* The verified client certificate (mTLS listeners); never what a client claims. */
+        sl_headers_remove(&u->headers, "x-client-cert-subject");
+        char subject[512];
+        if (sl_session_is_tls(s) &&
+            sl_stream_client_cert_subject(s->down->stream, subject, sizeof(subject)) == 0)
+            sl_headers_add(&u->headers, "X-Client-Cert-Subject",
+                           sl_arena_strndup(&s->arena, subject, strlen(subject)));
         const sl_str_t *host = sl_headers_get(&r->headers, "host");
         if (host)
             sl_headers_set_n(&u->headers, "X-Forwarded-Host", 16, host->ptr, host->len);
