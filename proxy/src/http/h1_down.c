@@ -18,6 +18,7 @@ enum { TIMER_NONE, TIMER_HEADER, TIMER_BODY, TIMER_KEEPALIVE };
 static const llhttp_settings_t *request_settings(void);
 static void down_process(h1_down_t *d);
 static void down_close(h1_down_t *d, bool graceful);
+static const sl_down_ops_t h1_down_ops;
 
 /* ---- buffers ----------------------------------------------------------------------------- */
 
@@ -81,7 +82,7 @@ static void on_timer(sl_timeout_t *t);
 static void arm(h1_down_t *d, int mode, uint64_t ms)
 {
     d->timer_mode = mode;
-    sl_timeout_start(d->hw->loop, &d->tmo, ms, on_timer);
+    sl_timeout_start(d->base.hw->loop, &d->tmo, ms, on_timer);
 }
 
 static void disarm(h1_down_t *d)
@@ -98,16 +99,16 @@ static void on_timer(sl_timeout_t *t)
         down_close(d, true);
         break;
     case TIMER_HEADER:
-        if (d->session) /* the session owns the connection: let it decide */
-            sl__session_on_down_error(d->session, SL_EHEADER_READ_TIMEOUT);
+        if (d->base.session) /* the session owns the connection: let it decide */
+            sl__session_on_down_error(d->base.session, SL_EHEADER_READ_TIMEOUT);
         else if ((d->p && d->p->in.len > d->p->in.parsed) || d->state == DOWN_HEADERS)
-            sl__session_reject(d, SL_EHEADER_READ_TIMEOUT);
+            sl__session_reject(&d->base, SL_EHEADER_READ_TIMEOUT);
         else
             down_close(d, true);
         break;
     case TIMER_BODY:
-        if (d->session)
-            sl__session_on_down_error(d->session, SL_EBODY_READ_TIMEOUT);
+        if (d->base.session)
+            sl__session_on_down_error(d->base.session, SL_EBODY_READ_TIMEOUT);
         else
             down_close(d, true);
         break;
@@ -122,7 +123,7 @@ static void on_timer(sl_timeout_t *t)
 
 static void parse_get(h1_down_t *d)
 {
-    sl_http_worker_t *hw = d->hw;
+    sl_http_worker_t *hw = d->base.hw;
     h1_parse_t *p = hw->free_parse;
     if (p) {
         hw->free_parse = p->next_free;
@@ -144,7 +145,7 @@ static void parse_get(h1_down_t *d)
 static void parse_put(h1_down_t *d)
 {
     h1_parse_t *p = d->p;
-    sl_http_worker_t *hw = d->hw;
+    sl_http_worker_t *hw = d->base.hw;
     d->p = NULL;
     if (!p)
         return;
@@ -177,7 +178,7 @@ static void down_close(h1_down_t *d, bool graceful)
     if (d->state == DOWN_CLOSING)
         return;
     d->state = DOWN_CLOSING;
-    sl_http_worker_t *hw = d->hw;
+    sl_http_worker_t *hw = d->base.hw;
     atomic_fetch_sub_explicit(&hw->st_open, 1, memory_order_relaxed);
     if (d->prev)
         d->prev->next = d->next;
@@ -185,24 +186,24 @@ static void down_close(h1_down_t *d, bool graceful)
         hw->conns = d->next;
     if (d->next)
         d->next->prev = d->prev;
-    if (d->session) {
-        sl__session_release(hw, d->session);
-        d->session = NULL;
+    if (d->base.session) {
+        sl__session_release(hw, d->base.session);
+        d->base.session = NULL;
     }
     parse_put(d);
     disarm(d);
     /* d lives in the stream's allocation and goes with it. While the stream lingers, write
      * callbacks still due find no data and return. */
-    sl_stream_set_data(d->stream, NULL);
+    sl_stream_set_data(d->base.stream, NULL);
     if (graceful && !d->peer_eof)
-        sl_stream_close_graceful(d->stream, 2000);
+        sl_stream_close_graceful(d->base.stream, 2000);
     else
-        sl_stream_close(d->stream, NULL);
+        sl_stream_close(d->base.stream, NULL);
 }
 
-void sl__down_abort(h1_down_t *d)
+static void h1_abort(sl_down_t *base)
 {
-    down_close(d, false);
+    down_close(sl_container_of(base, h1_down_t, base), false);
 }
 
 static void reset_parse_state(h1_down_t *d)
@@ -226,7 +227,7 @@ static int make_room(h1_down_t *d)
     sl_iobuf_t *b = &d->p->in;
     if (b->len < b->cap)
         return 0;
-    if (!d->session) {
+    if (!d->base.session) {
         if (d->p->msg_start > 0) {
             memmove(b->data, b->data + d->p->msg_start, b->len - d->p->msg_start);
             b->len -= d->p->msg_start;
@@ -234,7 +235,8 @@ static int make_room(h1_down_t *d)
             d->p->msg_start = 0;
             return 0;
         }
-        size_t max = d->hw->svc->opts.max_header_size + d->hw->svc->opts.max_request_line + 1024;
+        size_t max =
+            d->base.hw->svc->opts.max_header_size + d->base.hw->svc->opts.max_request_line + 1024;
         return sl__iobuf_grow(b, b->cap * 2, max) == 0 ? 0 : SL_EHEADER_TOO_LARGE;
     }
     /* A session runs: its header views sit in [msg_start, body_base). */
@@ -262,7 +264,7 @@ static void on_alloc(sl_stream_t *s, size_t suggested, uv_buf_t *buf)
 static void stop_reading(h1_down_t *d)
 {
     if (d->reading) {
-        sl_stream_read_stop(d->stream);
+        sl_stream_read_stop(d->base.stream);
         d->reading = false;
     }
 }
@@ -272,7 +274,7 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void start_reading(h1_down_t *d)
 {
     if (!d->reading && !d->peer_eof && d->state != DOWN_CLOSING) {
-        if (sl_stream_read_start(d->stream, on_alloc, on_read) == 0)
+        if (sl_stream_read_start(d->base.stream, on_alloc, on_read) == 0)
             d->reading = true;
     }
 }
@@ -285,25 +287,25 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         stop_reading(d);
         int rc = make_room(d);
         if (rc == SL_EHEADER_TOO_LARGE) {
-            if (d->session)
-                sl__session_on_down_error(d->session, rc);
+            if (d->base.session)
+                sl__session_on_down_error(d->base.session, rc);
             else
-                sl__session_reject(d, rc);
+                sl__session_reject(&d->base, rc);
         }
         return;
     }
     if (nread < 0) {
         stop_reading(d);
         d->peer_eof = true;
-        if (d->session) {
+        if (d->base.session) {
             /* A client that half-closes after a request that already went upstream still gets
              * the response. Before that, EOF means it left: no upstream work for nobody. */
-            sl_session_t *ss = d->session;
+            sl_session_t *ss = d->base.session;
             bool sent = ss->state >= SS_SEND_REQUEST && ss->state != SS_FAILING;
             if (!ss->req_body_done || nread != UV_EOF || !sent)
                 sl__session_on_down_error(ss, nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED : (int)nread);
             else
-                d->close_after = true;
+                d->base.close_after = true;
             return;
         }
         if (d->p->in.len > d->p->in.parsed && nread == UV_EOF) {
@@ -351,7 +353,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     if (!d->p->url_len)
         d->p->url_off = rel(d, at);
     d->p->url_len += (uint32_t)len;
-    if (d->p->url_len > d->hw->svc->opts.max_request_line) {
+    if (d->p->url_len > d->base.hw->svc->opts.max_request_line) {
         d->p->parse_error = SL_EURI_TOO_LONG;
         return HPE_USER;
     }
@@ -361,7 +363,7 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int header_bytes_check(h1_down_t *d, const char *at)
 {
     if ((size_t)(at - d->p->in.data) - d->p->msg_start >
-        d->hw->svc->opts.max_header_size + d->p->url_len + 64) {
+        d->base.hw->svc->opts.max_header_size + d->p->url_len + 64) {
         d->p->parse_error = SL_EHEADER_TOO_LARGE;
         return HPE_USER;
     }
@@ -371,7 +373,7 @@ static int header_bytes_check(h1_down_t *d, const char *at)
 /* Trailers are copied as they come: the body region they sit in may be reused. */
 static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
 {
-    sl_session_t *s = d->session;
+    sl_session_t *s = d->base.session;
     if (!s)
         return 0;
     sl_headers_t *t = &s->req_trailers;
@@ -406,7 +408,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     if (d->p->in_trailers)
         return trailer_piece(d, at, len, false);
     if (d->p->hdr_phase != 1) {
-        if (d->p->n_hdrs >= d->hw->svc->opts.max_headers) {
+        if (d->p->n_hdrs >= d->base.hw->svc->opts.max_headers) {
             d->p->parse_error = SL_EHEADER_TOO_LARGE;
             return HPE_USER;
         }
@@ -473,7 +475,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         d->p->parse_error = SL_EINTERNAL;
         return HPE_USER;
     }
-    d->hw->down_iov[d->p->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
+    d->base.hw->down_iov[d->p->n_body_iov++] = uv_buf_init((char *)at, (unsigned)len);
     return 0;
 }
 
@@ -527,6 +529,81 @@ static int map_parse_error(h1_down_t *d, llhttp_errno_t e)
     return d->p->parse_error ? d->p->parse_error : SL_EPARSE;
 }
 
+/* The client's request from the parser's offsets. Returns 0 or SL_EPARSE (a request the spec
+ * says to reject: no Host in HTTP/1.1, two Hosts, a bad target). */
+static int build_request(h1_down_t *d, sl_session_t *s)
+{
+    const char *base = d->p->in.data + d->p->msg_start;
+    sl_request_header_t *r = &s->req;
+    r->method = (sl_str_t){base + d->p->method_off, d->p->method_len};
+    r->uri = (sl_str_t){base + d->p->url_off, d->p->url_len};
+    r->version = d->p->parser.http_major == 1 && d->p->parser.http_minor == 0 ? 10 : 11;
+    if (d->p->parser.http_major != 1)
+        return SL_EPARSE;
+    r->headers.arena = &s->arena;
+    r->headers.n = r->headers.cap = d->p->n_hdrs;
+    r->headers.items =
+        sl_arena_alloc(&s->arena, (d->p->n_hdrs ? d->p->n_hdrs : 1) * sizeof(sl_header_t));
+    size_t hosts = 0;
+    for (size_t i = 0; i < d->p->n_hdrs; i++) {
+        const hdr_off_t *h = &d->p->hdrs[i];
+        const char *v = base + h->val_off;
+        size_t vl = h->val_len;
+        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+            vl--;
+        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
+        r->headers.items[i].value = (sl_str_t){v, vl};
+        if (sl_str_ieq_cstr(r->headers.items[i].name, "host"))
+            hosts++;
+    }
+    if (hosts > 1 || (hosts == 0 && r->version == 11))
+        return SL_EPARSE;
+    /* Absolute form ("GET http://host/path"): the authority becomes Host. */
+    if (r->uri.len && r->uri.ptr[0] != '/') {
+        sl_str_t u = r->uri;
+        size_t skip = sl_str_starts_with(u, "http://")    ? 7
+                      : sl_str_starts_with(u, "https://") ? 8
+                                                          : 0;
+        if (!skip) {
+            if (!(u.len == 1 && u.ptr[0] == '*'))
+                return SL_EPARSE;
+        } else {
+            const char *auth = u.ptr + skip;
+            const char *end = u.ptr + u.len;
+            const char *path = memchr(auth, '/', (size_t)(end - auth));
+            const char *q = memchr(auth, '?', (size_t)(end - auth));
+            if (q && (!path || q < path))
+                path = q;
+            size_t alen = (size_t)((path ? path : end) - auth);
+            if (alen == 0)
+                return SL_EPARSE;
+            sl_headers_set_n(&r->headers, "Host", 4, auth, alen);
+            if (!path)
+                r->uri = SL_STR("/");
+            else if (*path == '?')
+                r->uri = (sl_str_t){sl_arena_printf(&s->arena, "/%.*s", (int)(end - path), path),
+                                    (size_t)(end - path) + 1};
+            else
+                r->uri = (sl_str_t){path, (size_t)(end - path)};
+        }
+    }
+    uint64_t flags = d->p->parser.flags;
+    if (flags & F_CHUNKED) {
+        s->req_body = BODY_CHUNKED;
+    } else if ((flags & F_CONTENT_LENGTH) && d->p->parser.content_length) {
+        s->req_body = BODY_LENGTH;
+        s->req_content_length = d->p->parser.content_length;
+    } else {
+        s->req_body = BODY_NONE;
+        s->req_body_done = true;
+    }
+    s->head = sl_str_eq(r->method, SL_STR("HEAD"));
+    s->client_wants_close = !llhttp_should_keep_alive(&d->p->parser);
+    s->expect_continue = s->req_body != BODY_NONE && r->version == 11 &&
+                         sl_headers_has_token(&r->headers, "expect", "100-continue");
+    return 0;
+}
+
 /* Runs the parser over buffered bytes until it needs the session (headers done, body
  * delivered, message done) or runs out of bytes. */
 static void down_process(h1_down_t *d)
@@ -537,7 +614,7 @@ static void down_process(h1_down_t *d)
     }
     sl_iobuf_t *b = &d->p->in;
     while (d->state != DOWN_CLOSING) {
-        sl_session_t *s = d->session;
+        sl_session_t *s = d->base.session;
         if (s && (d->body_hold || d->p->message_done))
             break; /* the session is not ready for more */
         if (b->parsed == b->len)
@@ -546,7 +623,7 @@ static void down_process(h1_down_t *d)
             d->state = DOWN_HEADERS;
             d->p->msg_start = b->parsed;
             reset_parse_state(d);
-            arm(d, TIMER_HEADER, d->hw->svc->opts.header_timeout_ms);
+            arm(d, TIMER_HEADER, d->base.hw->svc->opts.header_timeout_ms);
         }
         llhttp_errno_t e = llhttp_execute(&d->p->parser, b->data + b->parsed, b->len - b->parsed);
         size_t used;
@@ -565,7 +642,7 @@ static void down_process(h1_down_t *d)
             if (s)
                 sl__session_on_down_error(s, err);
             else
-                sl__session_reject(d, err);
+                sl__session_reject(&d->base, err);
             return;
         }
         b->parsed += used;
@@ -579,9 +656,14 @@ static void down_process(h1_down_t *d)
             d->state = DOWN_ACTIVE;
             disarm(d);
             d->body_hold = true;
-            d->session = sl__session_start(d);
-            /* The session holds the body until its upstream is ready (sl__down_resume_body),
-             * unless the request has none. */
+            sl_session_t *ns = sl__session_new(&d->base);
+            int rc = build_request(d, ns);
+            if (rc)
+                sl__session_fail_request(ns, rc);
+            else
+                sl__session_begin(ns);
+            /* The session holds the body until its upstream is ready (resume_body), unless
+             * the request has none. It may also be over already (d->base.session is NULL). */
             continue;
         }
         if (s && (d->p->n_body_iov || d->p->message_done)) {
@@ -590,8 +672,8 @@ static void down_process(h1_down_t *d)
             if (d->p->message_done)
                 disarm(d);
             else if (n)
-                arm(d, TIMER_BODY, d->hw->svc->opts.body_timeout_ms);
-            sl__session_on_request_body(s, d->hw->down_iov, n, d->p->message_done);
+                arm(d, TIMER_BODY, d->base.hw->svc->opts.body_timeout_ms);
+            sl__session_on_request_body(s, d->base.hw->down_iov, n, d->p->message_done);
         }
     }
     if (d->state == DOWN_CLOSING)
@@ -601,28 +683,48 @@ static void down_process(h1_down_t *d)
     if (room == 0) {
         start_reading(d);
     } else if (room == SL_EHEADER_TOO_LARGE) {
-        if (d->session)
-            sl__session_on_down_error(d->session, room);
+        if (d->base.session)
+            sl__session_on_down_error(d->base.session, room);
         else
-            sl__session_reject(d, room);
+            sl__session_reject(&d->base, room);
     } else {
         stop_reading(d);
     }
 }
 
-void sl__down_resume_body(h1_down_t *d)
+static void h1_resume_body(sl_down_t *base)
 {
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
     d->body_hold = false;
-    if (d->session && !d->session->req_body_done)
-        arm(d, TIMER_BODY, d->hw->svc->opts.body_timeout_ms);
+    if (d->base.session && !d->base.session->req_body_done)
+        arm(d, TIMER_BODY, d->base.hw->svc->opts.body_timeout_ms);
     down_process(d);
 }
 
-void sl__down_buffer_released(h1_down_t *d)
+static bool h1_owns(sl_down_t *base, const void *ptr)
 {
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
+    const char *p = ptr;
+    return d->p && p >= d->p->in.data && p < d->p->in.data + d->p->in.cap;
+}
+
+static void h1_hold(sl_down_t *base)
+{
+    sl_container_of(base, h1_down_t, base)->p->in.refs++;
+}
+
+static void h1_unhold(sl_down_t *base)
+{
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
     /* Writes that referenced our buffer finished: reading may continue. */
-    if (d->state != DOWN_CLOSING && !d->reading && !d->peer_eof)
+    if (d->p && --d->p->in.refs == 0 && d->state != DOWN_CLOSING && !d->reading && !d->peer_eof)
         down_process(d);
+}
+
+static bool h1_body_buffered(sl_down_t *base)
+{
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
+    return d->p && d->p->in.parsed < d->p->in.len;
 }
 
 /* ---- writing ----------------------------------------------------------------------------- */
@@ -632,33 +734,104 @@ static void on_written(sl_stream_t *st, int status, void *arg)
     h1_down_t *d = sl_stream_data(st);
     if (!d)
         return;
-    d->write_pending--;
-    if (d->session)
-        sl__session_on_down_write_done(d->session, status, (int)(intptr_t)arg);
+    d->base.write_pending--;
+    if (d->base.session)
+        sl__session_on_down_write_done(d->base.session, status, (int)(intptr_t)arg);
 }
 
-int sl__down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag)
+static int down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag)
 {
     if (d->state == DOWN_CLOSING)
         return UV_ECANCELED;
-    int rc = sl_stream_write(d->stream, bufs, n, on_written, (void *)(intptr_t)tag);
+    int rc = sl_stream_write(d->base.stream, bufs, n, on_written, (void *)(intptr_t)tag);
     if (rc == 0)
-        d->write_pending++;
+        d->base.write_pending++;
     return rc;
+}
+
+/* ---- responses ----------------------------------------------------------------------------- */
+
+/* Framing and connection handling for the client, and the serialized head. */
+static void h1_response_head(sl_session_t *s, sl_response_header_t *r)
+{
+    h1_down_t *d = sl_container_of(s->down, h1_down_t, base);
+    if (s->head || s->resp_body_up == BODY_NONE) {
+        s->resp_body_down = BODY_NONE;
+    } else if (s->resp_body_up == BODY_LENGTH && sl_headers_get(&r->headers, "content-length")) {
+        s->resp_body_down = BODY_LENGTH;
+    } else if (s->req.version >= 11) {
+        sl_headers_remove(&r->headers, "content-length");
+        sl_headers_add(&r->headers, "Transfer-Encoding", "chunked");
+        s->resp_body_down = BODY_CHUNKED;
+    } else {
+        sl_headers_remove(&r->headers, "content-length");
+        s->resp_body_down = BODY_CLOSE;
+        d->base.close_after = true;
+    }
+    if (s->client_wants_close || d->base.hw->shutting_down || !s->req_body_done)
+        d->base.close_after = true;
+    if (d->base.close_after)
+        sl_headers_add(&r->headers, "Connection", "close");
+    else if (s->req.version == 10)
+        sl_headers_add(&r->headers, "Connection", "keep-alive");
+    r->version = s->req.version == 10 ? 10 : 11;
+    s->head_buf = sl__h1_serialize_response(&s->arena, r);
+    s->head_pending = true;
+}
+
+static int h1_response_write(sl_session_t *s, const uv_buf_t *body, unsigned n, bool end, int tag)
+{
+    h1_down_t *d = sl_container_of(s->down, h1_down_t, base);
+    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    unsigned k = 0;
+    if (s->head_pending) {
+        s->head_pending = false;
+        s->resp_header_sent = true;
+        out[k++] = s->head_buf;
+    }
+    bool chunked = s->resp_body_down == BODY_CHUNKED;
+    if (s->resp_body_down != BODY_NONE) {
+        for (unsigned i = 0; i < n; i++) {
+            if (chunked)
+                out[k++] = sl__h1_chunk_header(&s->arena, body[i].len);
+            out[k++] = body[i];
+            if (chunked)
+                out[k++] = uv_buf_init((char *)"\r\n", 2);
+            s->body_bytes_sent += body[i].len;
+        }
+    }
+    if (end && chunked)
+        out[k++] = sl__h1_last_chunk(&s->arena, &s->up_trailers);
+    if (k == 0) /* nothing to write: an empty write completes in order */
+        out[k++] = uv_buf_init((char *)"", 0);
+    return down_write(d, out, k, tag);
+}
+
+static int h1_send_continue(sl_session_t *s)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+    return down_write(sl_container_of(s->down, h1_down_t, base), &b, 1, WTAG_NONE);
+}
+
+static const struct sockaddr *h1_peer_addr(const sl_down_t *base)
+{
+    return &sl_container_of(base, const h1_down_t, base)->peer.sa;
 }
 
 /* ---- the end of a request ---------------------------------------------------------------- */
 
-void sl__down_session_done(h1_down_t *d)
+static void h1_session_done(sl_down_t *base)
 {
-    sl_session_t *s = d->session;
-    d->session = NULL;
-    sl__session_release(d->hw, s);
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
+    sl_session_t *s = d->base.session;
+    d->base.session = NULL;
+    sl__session_release(d->base.hw, s);
     d->requests++;
-    bool keep = !d->close_after && !d->peer_eof && !d->hw->shutting_down &&
-                d->hw->svc->opts.keepalive_timeout_ms > 0 &&
-                (!d->hw->svc->opts.max_requests_per_conn ||
-                 d->requests < d->hw->svc->opts.max_requests_per_conn);
+    bool keep = !d->base.close_after && !d->peer_eof && !d->base.hw->shutting_down &&
+                d->base.hw->svc->opts.keepalive_timeout_ms > 0 &&
+                (!d->base.hw->svc->opts.max_requests_per_conn ||
+                 d->requests < d->base.hw->svc->opts.max_requests_per_conn);
     if (!keep) {
         down_close(d, true);
         return;
@@ -676,7 +849,7 @@ void sl__down_session_done(h1_down_t *d)
         b->parsed = 0;
         d->p->msg_start = 0;
     }
-    arm(d, TIMER_KEEPALIVE, d->hw->svc->opts.keepalive_timeout_ms);
+    arm(d, TIMER_KEEPALIVE, d->base.hw->svc->opts.keepalive_timeout_ms);
     down_process(d);
 }
 
@@ -686,11 +859,12 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
 {
     sl_http_worker_t *hw = sl__http_worker(svc, sl_stream_worker(stream));
     h1_down_t *d = sl_stream_extra(stream); /* zeroed, freed with the stream */
+    d->base.ops = &h1_down_ops;
     atomic_fetch_add_explicit(&hw->st_accepted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&hw->st_open, 1, memory_order_relaxed);
-    d->stream = stream;
-    d->hw = hw;
-    d->hw->svc = svc;
+    d->base.stream = stream;
+    d->base.hw = hw;
+    d->base.hw->svc = svc;
     d->state = DOWN_IDLE;
     sl_stream_set_data(stream, d);
     struct sockaddr_storage peer;
@@ -705,7 +879,7 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
         hw->conns->prev = d;
     hw->conns = d;
     if (hw->shutting_down)
-        d->close_after = true;
+        d->base.close_after = true;
     /* A connection that sends nothing is closed after the header timeout. */
     arm(d, TIMER_HEADER, svc->opts.header_timeout_ms);
     start_reading(d);
@@ -717,7 +891,7 @@ void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired)
     h1_down_t *d = hw->conns;
     while (d) {
         h1_down_t *next = d->next;
-        d->close_after = true;
+        d->base.close_after = true;
         if (expired)
             down_close(d, false);
         else if (d->state == DOWN_IDLE)
@@ -725,3 +899,17 @@ void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired)
         d = next;
     }
 }
+
+static const sl_down_ops_t h1_down_ops = {
+    .response_head = h1_response_head,
+    .response_write = h1_response_write,
+    .send_continue = h1_send_continue,
+    .resume_body = h1_resume_body,
+    .body_buffered = h1_body_buffered,
+    .owns = h1_owns,
+    .hold = h1_hold,
+    .unhold = h1_unhold,
+    .session_done = h1_session_done,
+    .abort = h1_abort,
+    .peer_addr = h1_peer_addr,
+};

@@ -28,6 +28,7 @@ struct sl_pool {
 };
 
 static void up_close(h1_up_t *u);
+static const sl_up_ops_t h1_up_ops;
 static void arm(h1_up_t *u, int mode, uint64_t ms);
 static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static const llhttp_settings_t *response_settings(void);
@@ -139,7 +140,7 @@ void sl__pool_free(sl_pool_t *p)
     free(p);
 }
 
-h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx)
+sl_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx)
 {
     sl_pool_t *p = hw->pool;
     if (!p->n_idle || peer->options.idle_timeout_ms == 0)
@@ -152,7 +153,7 @@ h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls
             arm(u, UTIMER_NONE, 0);
             u->state = UP_ACTIVE;
             u->reused = true;
-            return u;
+            return &u->base;
         }
     }
     return NULL;
@@ -163,7 +164,7 @@ h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls
 static void on_timer(sl_timeout_t *t)
 {
     h1_up_t *u = sl_container_of(t, h1_up_t, tmo);
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     int mode = u->timer_mode;
     u->timer_mode = UTIMER_NONE;
     switch (mode) {
@@ -201,7 +202,7 @@ static void arm(h1_up_t *u, int mode, uint64_t ms)
  * read timeout. */
 static void arm_io(h1_up_t *u)
 {
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     if (!s)
         return;
     if (u->write_pending && s->peer.options.write_timeout_ms)
@@ -228,22 +229,23 @@ static void up_close(h1_up_t *u)
     if (u->state == UP_IDLE)
         pool_unlink(u->hw->pool, u);
     u->state = UP_CLOSED;
-    u->session = NULL;
+    u->base.session = NULL;
     atomic_fetch_sub_explicit(&u->hw->st_up_open, 1, memory_order_relaxed);
     sl__iobuf_put(u->hw, &u->in);
     sl_timeout_stop(&u->tmo);
-    sl_stream_close(u->stream, on_stream_closed);
+    sl_stream_close(u->base.stream, on_stream_closed);
 }
 
 static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx)
 {
     h1_up_t *u = sl_xcalloc(1, sizeof(*u));
+    u->base.ops = &h1_up_ops;
     u->hw = hw;
     atomic_fetch_add_explicit(&hw->st_up_open, 1, memory_order_relaxed);
     key_from_peer(&u->key, peer, tls_ctx);
-    u->stream = sl__stream_new(hw->loop,
-                               peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
-    sl_stream_set_data(u->stream, u);
+    u->base.stream = sl__stream_new(
+        hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
+    sl_stream_set_data(u->base.stream, u);
     llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
     u->parser.data = u;
     return u;
@@ -254,7 +256,7 @@ static void on_tls_handshake(sl_stream_t *st, int status)
     h1_up_t *u = sl_stream_data(st);
     if (u->state != UP_HANDSHAKE)
         return;
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     if (status) {
         char addr[300];
         sl_peer_addr_str(&s->peer, addr, sizeof(addr));
@@ -268,7 +270,7 @@ static void on_tls_handshake(sl_stream_t *st, int status)
     }
     u->state = UP_ACTIVE;
     if (s)
-        sl__session_on_connected(s, u, 0);
+        sl__session_on_connected(s, &u->base, 0);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -276,7 +278,7 @@ static void on_connect(uv_connect_t *req, int status)
     h1_up_t *u = req->data;
     if (u->state != UP_CONNECTING)
         return; /* timed out or abandoned: already reported */
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     arm(u, UTIMER_NONE, 0);
     if (status < 0) {
         up_close(u);
@@ -284,7 +286,7 @@ static void on_connect(uv_connect_t *req, int status)
             sl__session_on_connected(s, NULL, status);
         return;
     }
-    sl_stream_set_nodelay(u->stream, true);
+    sl_stream_set_nodelay(u->base.stream, true);
     if (s && s->peer.tls) {
         /* TLS inside the same connect budget: the total timeout if set, else connect's. */
         const sl_peer_options_t *o = &s->peer.options;
@@ -292,7 +294,7 @@ static void on_connect(uv_connect_t *req, int status)
             o->total_connection_timeout_ms ? o->total_connection_timeout_ms : o->connect_timeout_ms;
         u->state = UP_HANDSHAKE;
         const char *name = s->peer.sni[0] ? s->peer.sni : NULL;
-        if (sl__tls_client_start(u->stream, s->tls_ctx, name, o->verify_hostname,
+        if (sl__tls_client_start(u->base.stream, s->tls_ctx, name, o->verify_hostname,
                                  (const struct sockaddr *)&s->peer.addr, t ? t : 10000,
                                  on_tls_handshake) != 0) {
             up_close(u);
@@ -302,16 +304,16 @@ static void on_connect(uv_connect_t *req, int status)
     }
     u->state = UP_ACTIVE;
     if (s)
-        sl__session_on_connected(s, u, 0);
+        sl__session_on_connected(s, &u->base, 0);
 }
 
 void sl__up_connect(sl_session_t *s)
 {
     h1_up_t *u = up_alloc(s->hw, &s->peer, s->tls_ctx);
     u->state = UP_CONNECTING;
-    u->session = s;
+    u->base.session = s;
     u->idle_timeout_ms = s->peer.options.idle_timeout_ms;
-    s->up = u;
+    s->up = &u->base;
     u->connect_req.data = u;
     uint64_t t = s->peer.options.connect_timeout_ms;
     if (s->peer.options.total_connection_timeout_ms &&
@@ -320,7 +322,7 @@ void sl__up_connect(sl_session_t *s)
     int rc;
     if (s->peer.addr.ss_family == AF_UNIX) {
         const char *path = ((const struct sockaddr_un *)&s->peer.addr)->sun_path;
-        uv_pipe_connect(&u->connect_req, &u->stream->u.pipe, path, on_connect);
+        uv_pipe_connect(&u->connect_req, &u->base.stream->u.pipe, path, on_connect);
         rc = 0;
     } else {
         /* client_bind_to_ipv4/ipv6: the source address, spread over the list. */
@@ -331,10 +333,10 @@ void sl__up_connect(sl_session_t *s)
         if (nb) {
             const struct sockaddr_storage *b =
                 &(v4 ? svc->bind4 : svc->bind6)[s->hw->bind_next++ % nb];
-            rc = uv_tcp_bind(&u->stream->u.tcp, (const struct sockaddr *)b, 0);
+            rc = uv_tcp_bind(&u->base.stream->u.tcp, (const struct sockaddr *)b, 0);
         }
         if (rc == 0)
-            rc = uv_tcp_connect(&u->connect_req, &u->stream->u.tcp,
+            rc = uv_tcp_connect(&u->connect_req, &u->base.stream->u.tcp,
                                 (const struct sockaddr *)&s->peer.addr, on_connect);
     }
     if (rc) {
@@ -352,7 +354,7 @@ static void on_written(sl_stream_t *st, int status, void *arg)
 {
     h1_up_t *u = sl_stream_data(st);
     u->write_pending--;
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     if (s) {
         if (status == 0)
             arm_io(u);
@@ -360,11 +362,11 @@ static void on_written(sl_stream_t *st, int status, void *arg)
     }
 }
 
-int sl__up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag)
+static int up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag)
 {
     if (u->state != UP_ACTIVE)
         return UV_ECANCELED;
-    int rc = sl_stream_write(u->stream, bufs, n, on_written, (void *)(intptr_t)tag);
+    int rc = sl_stream_write(u->base.stream, bufs, n, on_written, (void *)(intptr_t)tag);
     if (rc)
         return rc;
     u->write_pending++;
@@ -427,7 +429,7 @@ static void up_alloc_cb(sl_stream_t *st, size_t suggested, uv_buf_t *buf)
 static void stop_reading(h1_up_t *u)
 {
     if (u->reading) {
-        sl_stream_read_stop(u->stream);
+        sl_stream_read_stop(u->base.stream);
         u->reading = false;
     }
 }
@@ -435,7 +437,7 @@ static void stop_reading(h1_up_t *u)
 static void start_reading(h1_up_t *u)
 {
     if (!u->reading && u->state != UP_CLOSED) {
-        if (sl_stream_read_start(u->stream, up_alloc_cb, up_read) == 0)
+        if (sl_stream_read_start(u->base.stream, up_alloc_cb, up_read) == 0)
             u->reading = true;
     }
 }
@@ -463,7 +465,7 @@ static int r_on_message_begin(llhttp_t *p)
 {
     h1_up_t *u = from_parser(p);
     reset_response(u);
-    u->got_bytes = true;
+    u->base.got_bytes = true;
     return 0;
 }
 
@@ -478,7 +480,7 @@ static int r_on_status(llhttp_t *p, const char *at, size_t len)
 
 static int trailer_piece(h1_up_t *u, const char *at, size_t len, bool value)
 {
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     if (!s)
         return 0;
     sl_headers_t *t = &s->up_trailers;
@@ -628,7 +630,7 @@ static const llhttp_settings_t *response_settings(void)
  * rest of the session: compaction never touches the header block). */
 static void publish_header(h1_up_t *u)
 {
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     sl_response_header_t *r = &s->up_resp;
     const char *base = u->in.data + u->msg_start;
     r->status = u->parser.status_code;
@@ -662,8 +664,8 @@ static void publish_header(h1_up_t *u)
 static void up_process(h1_up_t *u)
 {
     sl_iobuf_t *b = &u->in;
-    while (u->state == UP_ACTIVE && u->session && !u->hold) {
-        sl_session_t *s = u->session;
+    while (u->state == UP_ACTIVE && u->base.session && !u->hold) {
+        sl_session_t *s = u->base.session;
         if (u->header_published && !u->end_delivered && (u->n_body_iov || u->message_done)) {
             size_t n = u->n_body_iov;
             u->n_body_iov = 0;
@@ -713,15 +715,15 @@ static void up_process(h1_up_t *u)
     }
 }
 
-void sl__up_resume_reading(h1_up_t *u)
+static void up_resume_reading(h1_up_t *u)
 {
     u->hold = false;
     if (u->state != UP_ACTIVE)
         return;
     up_process(u);
-    if (u->state == UP_ACTIVE && u->session)
-        sl__session_flush_head(u->session);
-    if (u->state == UP_ACTIVE && u->session && !u->message_done) {
+    if (u->state == UP_ACTIVE && u->base.session)
+        sl__session_flush_head(u->base.session);
+    if (u->state == UP_ACTIVE && u->base.session && !u->message_done) {
         sl_iobuf_t *b = &u->in;
         if (!b->data || b->len < b->cap || make_room(u) == 0)
             start_reading(u);
@@ -730,10 +732,29 @@ void sl__up_resume_reading(h1_up_t *u)
     }
 }
 
-void sl__up_buffer_released(h1_up_t *u)
+static void h1_resume_reading(sl_up_t *base)
 {
-    if (u->state == UP_ACTIVE && u->session && !u->hold && !u->reading)
-        sl__up_resume_reading(u);
+    up_resume_reading(sl_container_of(base, h1_up_t, base));
+}
+
+static bool h1_owns(sl_up_t *base, const void *ptr)
+{
+    h1_up_t *u = sl_container_of(base, h1_up_t, base);
+    const char *p = ptr;
+    return u->in.data && p >= u->in.data && p < u->in.data + u->in.cap;
+}
+
+static void h1_hold(sl_up_t *base)
+{
+    sl_container_of(base, h1_up_t, base)->in.refs++;
+}
+
+/* Writes that pointed into the buffer completed: parsing may continue. */
+static void h1_unhold(sl_up_t *base)
+{
+    h1_up_t *u = sl_container_of(base, h1_up_t, base);
+    if (--u->in.refs == 0 && u->state == UP_ACTIVE && u->base.session && !u->hold && !u->reading)
+        up_resume_reading(u);
 }
 
 static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -747,11 +768,11 @@ static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == UV_ENOBUFS) {
         stop_reading(u);
-        if (make_room(u) == SL_EUPSTREAM_HEADER_TOO_LARGE && u->session)
-            sl__session_on_up_error(u->session, SL_EUPSTREAM_HEADER_TOO_LARGE);
+        if (make_room(u) == SL_EUPSTREAM_HEADER_TOO_LARGE && u->base.session)
+            sl__session_on_up_error(u->base.session, SL_EUPSTREAM_HEADER_TOO_LARGE);
         return;
     }
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     if (!s) {
         up_close(u);
         return;
@@ -773,21 +794,21 @@ static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (s->peer.options.read_timeout_ms && !u->message_done && !u->write_pending)
         arm(u, UTIMER_READ, s->peer.options.read_timeout_ms);
     up_process(u);
-    if (u->state == UP_ACTIVE && u->session && !u->hold && !u->message_done) {
+    if (u->state == UP_ACTIVE && u->base.session && !u->hold && !u->message_done) {
         sl_iobuf_t *b = &u->in;
         if (b->len >= b->cap && make_room(u) != 0)
             stop_reading(u);
     }
 }
 
-void sl__up_start_response(h1_up_t *u)
+static void up_start_response(h1_up_t *u)
 {
-    sl_session_t *s = u->session;
+    sl_session_t *s = u->base.session;
     reset_response(u);
     u->header_published = false;
     u->end_delivered = false;
     u->hold = false;
-    u->got_bytes = false;
+    u->base.got_bytes = false;
     u->head_request = s->head;
     u->msg_start = 0;
     if (u->in.data && u->in.len > u->in.parsed) {
@@ -804,14 +825,15 @@ void sl__up_start_response(h1_up_t *u)
     start_reading(u);
 }
 
-void sl__up_release(h1_up_t *u, bool reusable)
+static void h1_release(sl_up_t *base, bool reusable)
 {
+    h1_up_t *u = sl_container_of(base, h1_up_t, base);
     sl_http_worker_t *hw = u->hw;
     if (u->state != UP_ACTIVE) {
         up_close(u);
         return;
     }
-    u->session = NULL;
+    u->base.session = NULL;
     u->requests++;
     bool ok = reusable && !u->peer_closed && u->in.parsed == u->in.len && u->in.refs == 0 &&
               u->idle_timeout_ms > 0 && !hw->shutting_down && hw->pool->max_idle > 0 &&
@@ -833,3 +855,59 @@ void sl__up_release(h1_up_t *u, bool reusable)
     arm(u, UTIMER_IDLE, u->idle_timeout_ms);
     start_reading(u); /* to notice the upstream closing it */
 }
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+static int h1_request_head(sl_session_t *s)
+{
+    h1_up_t *u = sl_container_of(s->up, h1_up_t, base);
+    sl_request_header_t *r = &s->up_req;
+    r->version = 11;
+    sl_headers_remove(&r->headers, "transfer-encoding");
+    s->up_req_chunked = false;
+    if (s->req_body == BODY_CHUNKED) {
+        sl_headers_remove(&r->headers, "content-length");
+        sl_headers_add(&r->headers, "Transfer-Encoding", "chunked");
+        s->up_req_chunked = true;
+    } else if (s->req_body == BODY_LENGTH && !sl_headers_get(&r->headers, "content-length")) {
+        /* A filter removed the length (it changes the body): frame it with chunks. */
+        sl_headers_add(&r->headers, "Transfer-Encoding", "chunked");
+        s->up_req_chunked = true;
+    }
+    uv_buf_t head = sl__h1_serialize_request(&s->arena, r);
+    int rc = up_write(u, &head, 1, WTAG_NONE);
+    if (rc)
+        return rc;
+    up_start_response(u);
+    return 0;
+}
+
+static int h1_request_write(sl_session_t *s, const uv_buf_t *body, unsigned n, bool end, int tag)
+{
+    h1_up_t *u = sl_container_of(s->up, h1_up_t, base);
+    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    unsigned k = 0;
+    bool chunked = s->up_req_chunked;
+    for (unsigned i = 0; i < n; i++) {
+        if (chunked)
+            out[k++] = sl__h1_chunk_header(&s->arena, body[i].len);
+        out[k++] = body[i];
+        if (chunked)
+            out[k++] = uv_buf_init((char *)"\r\n", 2);
+    }
+    if (end && chunked)
+        out[k++] = sl__h1_last_chunk(&s->arena, &s->req_trailers);
+    if (k == 0)
+        out[k++] = uv_buf_init((char *)"", 0);
+    return up_write(u, out, k, tag);
+}
+
+static const sl_up_ops_t h1_up_ops = {
+    .request_head = h1_request_head,
+    .request_write = h1_request_write,
+    .resume_reading = h1_resume_reading,
+    .release = h1_release,
+    .owns = h1_owns,
+    .hold = h1_hold,
+    .unhold = h1_unhold,
+};

@@ -74,6 +74,16 @@ uv_buf_t sl__h1_chunk_header(sl_arena_t *a, size_t n)
     return uv_buf_init(buf, (unsigned)len);
 }
 
+uv_buf_t sl__h1_last_chunk(sl_arena_t *a, const sl_headers_t *trailers)
+{
+    if (!trailers || !trailers->n)
+        return uv_buf_init((char *)"0\r\n\r\n", 5);
+    char *buf = sl_arena_alloc(a, 3 + headers_len(trailers) + 2);
+    char *p = put(buf, "0\r\n", 3);
+    p = put_headers(p, trailers);
+    return uv_buf_init(buf, (unsigned)(p - buf));
+}
+
 /* Error text is ours (never client input), but escape it anyway so a message can never
  * break the JSON or HTML around it. */
 static const char *escape(sl_arena_t *a, const char *s, bool html)

@@ -1,7 +1,12 @@
-/* Internal structures of the HTTP/1.1 proxy engine.
+/* Internal structures of the HTTP proxy engine.
  *
- *   downstream connection (h1_down) --owns--> session (one request at a time)
- *   session --borrows--> upstream connection (h1_up), from the worker's pool or freshly dialled
+ *   downstream (sl_down_t: an HTTP/1.1 connection, or one stream of an HTTP/2 connection)
+ *       --owns--> session (one request)
+ *   session --borrows--> upstream (sl_up_t: an HTTP/1.1 connection from the worker's pool or
+ *       freshly dialled, or one stream of a multiplexed HTTP/2 connection)
+ *
+ * The session is protocol-free: it runs the hooks and moves header structures and body pieces;
+ * each side's ops frame them for its protocol.
  *
  * Buffers: each connection reads into one buffer that is taken from a per-worker free list when
  * bytes arrive and given back when the connection goes idle, so idle keep-alive connections
@@ -25,6 +30,8 @@
 
 typedef struct sl_http_worker sl_http_worker_t;
 typedef struct sl_http_service sl_http_service_t;
+typedef struct sl_down sl_down_t;
+typedef struct sl_up sl_up_t;
 typedef struct h1_down h1_down_t;
 typedef struct h1_up h1_up_t;
 typedef struct h1_parse h1_parse_t;
@@ -99,7 +106,67 @@ typedef enum body_mode {
     BODY_CLOSE,   /* until the connection closes (responses only) */
 } body_mode_t;
 
-/* ---- downstream connection --------------------------------------------------------------- */
+/* ---- the two sides, as the session sees them -------------------------------------------- */
+
+/* The client side of one request. */
+typedef struct sl_down_ops {
+    /* The response header is final (hop-by-hop fields removed): frame it for the protocol and
+     * keep it pending (s->head_pending); the first write takes it along. */
+    void (*response_head)(sl_session_t *s, sl_response_header_t *r);
+    /* Writes the pending head (if any), body pieces, and at end the end of the response (with
+     * s->up_trailers where the framing carries them). Exactly one sl__session_on_down_write_done
+     * with tag follows a call that returns 0. */
+    int (*response_write)(sl_session_t *s, const uv_buf_t *body, unsigned n, bool end, int tag);
+    /* 100 Continue (returns 0 when sent). */
+    int (*send_continue)(sl_session_t *s);
+    /* The session is ready for request body pieces. */
+    void (*resume_body)(sl_down_t *d);
+    /* Request body bytes are already buffered (no 100 Continue needed). */
+    bool (*body_buffered)(sl_down_t *d);
+    /* Body pieces handed to the session point into the side's buffer: writes that reference
+     * it hold it (hold/unhold) so it is not reused under them. */
+    bool (*owns)(sl_down_t *d, const void *p);
+    void (*hold)(sl_down_t *d);
+    void (*unhold)(sl_down_t *d);
+    /* The session finished (every write completed) / must end now (the response is cut). */
+    void (*session_done)(sl_down_t *d);
+    void (*abort)(sl_down_t *d);
+    const struct sockaddr *(*peer_addr)(const sl_down_t *d);
+} sl_down_ops_t;
+
+struct sl_down {
+    const sl_down_ops_t *ops;
+    sl_http_worker_t *hw;
+    sl_stream_t *stream; /* the client's connection (shared by HTTP/2 streams) */
+    sl_session_t *session;
+    uint16_t write_pending; /* response writes not yet completed */
+    bool close_after;       /* HTTP/1.1: no keep-alive after this response */
+};
+
+/* The upstream side of one request. */
+typedef struct sl_up_ops {
+    /* Sends s->up_req (framing decided here) and starts awaiting the response. */
+    int (*request_head)(sl_session_t *s);
+    /* Body pieces (and at end, s->req_trailers where the framing carries them); one
+     * sl__session_on_up_write_done with tag per call that returns 0. */
+    int (*request_write)(sl_session_t *s, const uv_buf_t *body, unsigned n, bool end, int tag);
+    /* Continues delivering the response after the session's filters ran. */
+    void (*resume_reading)(sl_up_t *u);
+    /* The session is done with it: reuse it when reusable, else close it. */
+    void (*release)(sl_up_t *u, bool reusable);
+    bool (*owns)(sl_up_t *u, const void *p);
+    void (*hold)(sl_up_t *u);
+    void (*unhold)(sl_up_t *u);
+} sl_up_ops_t;
+
+struct sl_up {
+    const sl_up_ops_t *ops;
+    sl_session_t *session;
+    sl_stream_t *stream;
+    bool got_bytes; /* any response byte seen: a failure after this is not retryable */
+};
+
+/* ---- downstream HTTP/1.1 connection ------------------------------------------------------ */
 
 typedef enum h1_down_state {
     DOWN_IDLE,    /* keep-alive, waiting for a request */
@@ -130,11 +197,9 @@ struct h1_parse {
 };
 
 struct h1_down {
-    sl_stream_t *stream;
-    sl_http_worker_t *hw;
+    sl_down_t base;
     h1_parse_t *p; /* buffer and parse state; NULL while idle */
     sl_timeout_t tmo;
-    sl_session_t *session;
     h1_down_t *prev, *next; /* hw->conns */
     union {
         struct sockaddr sa;
@@ -142,13 +207,11 @@ struct h1_down {
         struct sockaddr_in6 in6;
     } peer; /* AF_UNIX peers keep only the family */
     uint32_t requests;
-    uint16_t write_pending; /* writes queued on the stream not yet completed */
-    uint8_t state;          /* h1_down_state_t */
+    uint8_t state; /* h1_down_state_t */
     uint8_t timer_mode;
     bool reading;
-    bool close_after; /* no keep-alive after this response */
-    bool peer_eof;    /* the client half-closed */
-    bool body_hold;   /* the session is not ready for request body bytes yet */
+    bool peer_eof;  /* the client half-closed */
+    bool body_hold; /* the session is not ready for request body bytes yet */
 };
 
 /* ---- upstream connection ----------------------------------------------------------------- */
@@ -172,11 +235,10 @@ typedef struct sl_pool_key {
 } sl_pool_key_t;
 
 struct h1_up {
-    sl_stream_t *stream;
+    sl_up_t base;
     sl_http_worker_t *hw;
     h1_up_state_t state;
     sl_pool_key_t key;
-    sl_session_t *session;
     llhttp_t parser;
     sl_iobuf_t in;
     sl_timeout_t tmo;
@@ -203,7 +265,6 @@ struct h1_up {
     size_t msg_start, body_base;
     size_t n_body_iov; /* body spans of one llhttp_execute, in hw->up_iov */
     bool in_trailers;
-    bool got_bytes; /* any response byte seen: a failure after this is not retryable */
 };
 
 /* ---- session ----------------------------------------------------------------------------- */
@@ -229,8 +290,8 @@ typedef enum sess_state {
 struct sl_session {
     sl_http_service_t *svc;
     sl_http_worker_t *hw;
-    h1_down_t *down;
-    h1_up_t *up;
+    sl_down_t *down;
+    sl_up_t *up;
     sess_state_t state;
     void *ctx;
     bool ctx_made;
@@ -290,45 +351,32 @@ sl_http_worker_t *sl__http_worker(sl_http_service_t *svc, sl_worker_t *w);
 
 /* h1_down.c */
 void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream);
-/* Writes bufs to the client; the session hears of completion with tag (WTAG_*). */
-int sl__down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag);
-/* Writes that pointed into the connection's buffer completed: it may read again. */
-void sl__down_buffer_released(h1_down_t *d);
 /* Graceful shutdown (expired=false: idle connections close, busy ones after the response;
  * expired=true: everything closes now). */
 void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired);
 /* Frees the worker's recycled parse states (worker stop). */
 void sl__down_free_parse_list(sl_http_worker_t *hw);
-/* The session no longer needs request body pauses: parse what is buffered, read more. */
-void sl__down_resume_body(h1_down_t *d);
-/* The session is finished (every write completed): keep-alive or close. */
-void sl__down_session_done(h1_down_t *d);
-/* Closes the connection at once (aborting a response in flight). */
-void sl__down_abort(h1_down_t *d);
 
 /* h1_up.c */
 /* Takes an idle pooled connection for the session's peer (and TLS context), or NULL. */
-h1_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx);
+sl_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx);
 /* Dials the session's peer; sl__session_on_connected() reports the outcome. */
 void sl__up_connect(sl_session_t *s);
-int sl__up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag);
-/* Writes that pointed into the upstream buffer completed: parsing may continue. */
-void sl__up_buffer_released(h1_up_t *u);
-/* Starts reading the response (arms the read timeout). */
-void sl__up_start_response(h1_up_t *u);
-/* The session is done with the connection: pool it when reusable, else close. */
-void sl__up_release(h1_up_t *u, bool reusable);
-void sl__up_resume_reading(h1_up_t *u);
 void sl__pool_free(sl_pool_t *pool);
 sl_pool_t *sl__pool_new(sl_http_worker_t *hw, size_t max_idle);
 size_t sl__pool_idle_count(const sl_pool_t *pool);
 
 /* session.c */
-sl_session_t *sl__session_start(h1_down_t *d);
+/* A new session on the client side d (d->session is set). The protocol fills s->req and the
+ * request framing fields, then calls sl__session_begin, or sl__session_fail_request for a
+ * request it could not accept. */
+sl_session_t *sl__session_new(sl_down_t *d);
+void sl__session_begin(sl_session_t *s);
+void sl__session_fail_request(sl_session_t *s, int err);
 void sl__session_release(sl_http_worker_t *hw, sl_session_t *s);
-void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err);
+void sl__session_on_connected(sl_session_t *s, sl_up_t *u, int err);
 void sl__session_on_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end);
-/* Write tags: which buffer a write's data points into. */
+/* Write tags: which side's buffer a write's data points into. */
 enum { WTAG_NONE = 0, WTAG_DOWN_BUF = 1, WTAG_UP_BUF = 2 };
 void sl__session_on_down_write_done(sl_session_t *s, int status, int tag);
 void sl__session_on_up_write_done(sl_session_t *s, int status, int tag);
@@ -338,8 +386,10 @@ void sl__session_on_up_error(sl_session_t *s, int err);
 void sl__session_on_down_error(sl_session_t *s, int err);
 /* Writes the response head if no body piece took it along. */
 void sl__session_flush_head(sl_session_t *s);
-/* A request the parser rejected: answer with the error's status and close. */
-void sl__session_reject(h1_down_t *d, int err);
+/* A request the protocol rejected before a session ran: answer with the error's status. */
+void sl__session_reject(sl_down_t *d, int err);
+/* True when the header is hop-by-hop (RFC 9110 7.6.1 and the usual extras). */
+bool sl__is_hop_by_hop(sl_str_t name);
 
 /* headers.c: true when the comma-separated list holds token (case-insensitive). */
 bool sl__str_has_token(sl_str_t list, sl_str_t token);
@@ -350,6 +400,8 @@ uv_buf_t sl__h1_serialize_request(sl_arena_t *a, const sl_request_header_t *req)
 uv_buf_t sl__h1_serialize_response(sl_arena_t *a, const sl_response_header_t *resp);
 /* "1a2f\r\n" for a chunk of n bytes. */
 uv_buf_t sl__h1_chunk_header(sl_arena_t *a, size_t n);
+/* The last chunk with the trailers (or none) and the final CRLF. */
+uv_buf_t sl__h1_last_chunk(sl_arena_t *a, const sl_headers_t *trailers);
 /* The default error body for status in format (json|html|text); sets *ctype. */
 const char *sl__error_body(sl_arena_t *a, const char *format, int status, const char *message,
                            const char **ctype, size_t *len);

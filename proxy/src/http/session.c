@@ -47,7 +47,7 @@ static void set_state(sl_session_t *s, sess_state_t st)
 
 /* ---- allocation -------------------------------------------------------------------------- */
 
-static sl_session_t *session_alloc(h1_down_t *d)
+static sl_session_t *session_alloc(sl_down_t *d)
 {
     sl_http_worker_t *hw = d->hw;
     sl_session_t *s = hw->free_sessions;
@@ -78,7 +78,7 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
     if (s->state != SS_DONE) {
         /* Torn down from outside (connection closed under us): hooks still get logging. */
         if (s->up) {
-            sl__up_release(s->up, false);
+            s->up->ops->release(s->up, false);
             s->up = NULL;
         }
         if (s->ctx_made) {
@@ -101,7 +101,7 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 
 /* ---- the request ------------------------------------------------------------------------- */
 
-static bool is_hop_by_hop(sl_str_t name)
+bool sl__is_hop_by_hop(sl_str_t name)
 {
     static const char *const hop[] = {
         "connection", "keep-alive", "proxy-connection", "transfer-encoding",
@@ -113,117 +113,44 @@ static bool is_hop_by_hop(sl_str_t name)
     return false;
 }
 
-/* Builds the client's request from the parser's offsets. Returns 0 or SL_EPARSE (a request the
- * spec says to reject: no Host in HTTP/1.1, two Hosts, a bad target). */
-static int build_request(sl_session_t *s)
-{
-    h1_down_t *d = s->down;
-    const char *base = d->p->in.data + d->p->msg_start;
-    sl_request_header_t *r = &s->req;
-    r->method = (sl_str_t){base + d->p->method_off, d->p->method_len};
-    r->uri = (sl_str_t){base + d->p->url_off, d->p->url_len};
-    r->version = d->p->parser.http_major == 1 && d->p->parser.http_minor == 0 ? 10 : 11;
-    if (d->p->parser.http_major != 1)
-        return SL_EPARSE;
-    r->headers.arena = &s->arena;
-    r->headers.n = r->headers.cap = d->p->n_hdrs;
-    r->headers.items =
-        sl_arena_alloc(&s->arena, (d->p->n_hdrs ? d->p->n_hdrs : 1) * sizeof(sl_header_t));
-    size_t hosts = 0;
-    for (size_t i = 0; i < d->p->n_hdrs; i++) {
-        const hdr_off_t *h = &d->p->hdrs[i];
-        const char *v = base + h->val_off;
-        size_t vl = h->val_len;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            vl--;
-        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
-        r->headers.items[i].value = (sl_str_t){v, vl};
-        if (sl_str_ieq_cstr(r->headers.items[i].name, "host"))
-            hosts++;
-    }
-    if (hosts > 1 || (hosts == 0 && r->version == 11))
-        return SL_EPARSE;
-    /* Absolute form ("GET http://host/path"): the authority becomes Host. */
-    if (r->uri.len && r->uri.ptr[0] != '/') {
-        sl_str_t u = r->uri;
-        size_t skip = sl_str_starts_with(u, "http://")    ? 7
-                      : sl_str_starts_with(u, "https://") ? 8
-                                                          : 0;
-        if (!skip) {
-            if (!(u.len == 1 && u.ptr[0] == '*'))
-                return SL_EPARSE;
-        } else {
-            const char *auth = u.ptr + skip;
-            const char *end = u.ptr + u.len;
-            const char *path = memchr(auth, '/', (size_t)(end - auth));
-            const char *q = memchr(auth, '?', (size_t)(end - auth));
-            if (q && (!path || q < path))
-                path = q;
-            size_t alen = (size_t)((path ? path : end) - auth);
-            if (alen == 0)
-                return SL_EPARSE;
-            sl_headers_set_n(&r->headers, "Host", 4, auth, alen);
-            if (!path)
-                r->uri = SL_STR("/");
-            else if (*path == '?')
-                r->uri = (sl_str_t){sl_arena_printf(&s->arena, "/%.*s", (int)(end - path), path),
-                                    (size_t)(end - path) + 1};
-            else
-                r->uri = (sl_str_t){path, (size_t)(end - path)};
-        }
-    }
-    uint64_t flags = d->p->parser.flags;
-    if (flags & F_CHUNKED) {
-        s->req_body = BODY_CHUNKED;
-    } else if ((flags & F_CONTENT_LENGTH) && d->p->parser.content_length) {
-        s->req_body = BODY_LENGTH;
-        s->req_content_length = d->p->parser.content_length;
-    } else {
-        s->req_body = BODY_NONE;
-        s->req_body_done = true;
-    }
-    s->head = sl_str_eq(r->method, SL_STR("HEAD"));
-    s->client_wants_close = !llhttp_should_keep_alive(&d->p->parser);
-    s->expect_continue = s->req_body != BODY_NONE && r->version == 11 &&
-                         sl_headers_has_token(&r->headers, "expect", "100-continue");
-    return 0;
-}
-
-sl_session_t *sl__session_start(h1_down_t *d)
+sl_session_t *sl__session_new(sl_down_t *d)
 {
     sl_session_t *s = session_alloc(d);
     d->session = s;
-    int rc = build_request(s);
-    if (rc) {
-        s->req.version = 11;
-        d->close_after = true;
-        fail(s, rc);
-        return d->session;
-    }
+    s->req.headers.arena = &s->arena;
+    return s;
+}
+
+void sl__session_begin(sl_session_t *s)
+{
+    sl_down_t *d = s->down;
     if (sl_str_eq(s->req.method, SL_STR("CONNECT"))) {
         d->close_after = true;
         sl_session_respond_error(s, 405, "CONNECT is not supported here");
-        return d->session;
+        return;
     }
     const sl_proxy_hooks_t *h = &s->svc->hooks;
     s->ctx = h->new_ctx ? h->new_ctx(s) : NULL;
     s->ctx_made = true;
     set_state(s, SS_EARLY_FILTER);
     advance(s);
-    return d->session;
 }
 
-void sl__session_reject(h1_down_t *d, int err)
+void sl__session_fail_request(sl_session_t *s, int err)
 {
-    sl_session_t *s = session_alloc(d);
-    d->session = s;
-    d->state = DOWN_ACTIVE;
-    d->close_after = true;
-    s->req.version = 11;
-    s->req.method = SL_STR("GET");
-    s->req.headers.arena = &s->arena;
-    s->req_body_done = false;
+    if (!s->req.version)
+        s->req.version = 11;
+    if (!s->req.method.len)
+        s->req.method = SL_STR("GET");
+    s->down->close_after = true;
     fail(s, err);
+}
+
+void sl__session_reject(sl_down_t *d, int err)
+{
+    sl_session_t *s = sl__session_new(d);
+    s->req_body_done = false;
+    sl__session_fail_request(s, err);
 }
 
 /* ---- hooks ------------------------------------------------------------------------------- */
@@ -255,7 +182,7 @@ static void build_upstream_request(sl_session_t *s)
     const sl_str_t *conn = sl_headers_get(&r->headers, "connection");
     for (size_t i = 0; i < r->headers.n; i++) {
         const sl_header_t *h = &r->headers.items[i];
-        if (is_hop_by_hop(h->name) || sl_str_ieq_cstr(h->name, "expect"))
+        if (sl__is_hop_by_hop(h->name) || sl_str_ieq_cstr(h->name, "expect"))
             continue;
         /* Headers the client named in Connection are hop-by-hop too. */
         if (conn && sl__str_has_token(*conn, h->name))
@@ -291,110 +218,44 @@ static void build_upstream_request(sl_session_t *s)
     }
 }
 
-static uv_buf_t crlf(void)
-{
-    return uv_buf_init((char *)"\r\n", 2);
-}
-
-/* Frames request body pieces for the upstream and writes them. */
+/* Request body pieces through request_body_filter, then to the upstream's framing. */
 static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end)
 {
-    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    uv_buf_t out[SL_MAX_BODY_IOV + 1];
     unsigned k = 0;
-    bool chunked = s->up_req_chunked;
     bool refs_down = false;
-    for (size_t i = 0; i < n; i++) {
-        sl_body_t body = {iov[i].base, iov[i].len};
+    size_t calls = n ? n : (end ? 1 : 0);
+    for (size_t i = 0; i < calls; i++) {
+        sl_body_t body = n ? (sl_body_t){iov[i].base, iov[i].len} : (sl_body_t){NULL, 0};
         if (s->svc->hooks.request_body_filter) {
-            int rc = s->svc->hooks.request_body_filter(s, s->ctx, &body, end && i == n - 1);
+            int rc = s->svc->hooks.request_body_filter(s, s->ctx, &body, end && i == calls - 1);
             if (rc < 0)
                 return rc;
         }
         if (!body.len)
             continue;
-        if (body.data >= s->down->p->in.data &&
-            body.data < s->down->p->in.data + s->down->p->in.cap)
+        if (s->down->ops->owns(s->down, body.data))
             refs_down = true;
-        if (chunked)
-            out[k++] = sl__h1_chunk_header(&s->arena, body.len);
         out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
-        if (chunked)
-            out[k++] = crlf();
     }
-    if (n == 0 && end && s->svc->hooks.request_body_filter) {
-        sl_body_t body = {NULL, 0};
-        int rc = s->svc->hooks.request_body_filter(s, s->ctx, &body, true);
-        if (rc < 0)
-            return rc;
-        if (body.len) {
-            if (chunked)
-                out[k++] = sl__h1_chunk_header(&s->arena, body.len);
-            out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
-            if (chunked)
-                out[k++] = crlf();
-        }
-    }
-    if (end && chunked) {
-        sl_headers_t *t = &s->req_trailers;
-        if (t->n) {
-            size_t len = 3;
-            for (size_t i = 0; i < t->n; i++)
-                len += t->items[i].name.len + t->items[i].value.len + 4;
-            char *buf = sl_arena_alloc(&s->arena, len + 2), *p = buf;
-            memcpy(p, "0\r\n", 3);
-            p += 3;
-            for (size_t i = 0; i < t->n; i++) {
-                memcpy(p, t->items[i].name.ptr, t->items[i].name.len);
-                p += t->items[i].name.len;
-                *p++ = ':';
-                *p++ = ' ';
-                memcpy(p, t->items[i].value.ptr, t->items[i].value.len);
-                p += t->items[i].value.len;
-                *p++ = '\r';
-                *p++ = '\n';
-            }
-            *p++ = '\r';
-            *p++ = '\n';
-            out[k++] = uv_buf_init(buf, (unsigned)(p - buf));
-        } else {
-            out[k++] = uv_buf_init((char *)"0\r\n\r\n", 5);
-        }
-    }
-    if (k == 0)
+    if (k == 0 && !end)
         return 0;
     int tag = refs_down ? WTAG_DOWN_BUF : WTAG_NONE;
-    int rc = sl__up_write(s->up, out, k, tag);
+    int rc = s->up->ops->request_write(s, out, k, end, tag);
     if (rc == 0 && refs_down)
-        s->down->p->in.refs++;
+        s->down->ops->hold(s->down);
     return rc;
 }
 
-/* The upstream is ready: send the request head (and any body already buffered). */
+/* The upstream is ready: send the request head (the upstream side frames it). */
 static int send_request(sl_session_t *s)
 {
-    sl_request_header_t *u = &s->up_req;
-    sl_headers_remove(&u->headers, "transfer-encoding");
-    s->up_req_chunked = false;
-    if (s->req_body == BODY_CHUNKED) {
-        sl_headers_remove(&u->headers, "content-length");
-        sl_headers_add(&u->headers, "Transfer-Encoding", "chunked");
-        s->up_req_chunked = true;
-    } else if (s->req_body == BODY_LENGTH && !sl_headers_get(&u->headers, "content-length")) {
-        /* A filter removed the length (it changes the body): frame it with chunks. */
-        sl_headers_add(&u->headers, "Transfer-Encoding", "chunked");
-        s->up_req_chunked = true;
-    }
-    uv_buf_t head = sl__h1_serialize_request(&s->arena, u);
-    int rc = sl__up_write(s->up, &head, 1, WTAG_NONE);
+    int rc = s->up->ops->request_head(s);
     if (rc)
         return rc;
-    if (s->expect_continue && !s->req_body_done && s->down->p->in.parsed == s->down->p->in.len) {
-        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
-        if (sl__down_write(s->down, &b, 1, WTAG_NONE) == 0)
-            s->sent_continue = true;
-    }
-    sl__up_start_response(s->up);
+    if (s->expect_continue && !s->req_body_done && !s->down->ops->body_buffered(s->down) &&
+        s->down->ops->send_continue(s) == 0)
+        s->sent_continue = true;
     return 0;
 }
 
@@ -422,7 +283,7 @@ static int run_state(sl_session_t *s)
                 return sl_session_error(s, "upstream TLS settings are invalid");
             }
         }
-        h1_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer, s->tls_ctx);
+        sl_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer, s->tls_ctx);
         if (u) {
             s->up = u;
             u->session = s;
@@ -518,7 +379,7 @@ static bool state_result(sl_session_t *s, int rc)
     case SS_SEND_REQUEST:
         set_state(s, SS_PROXYING);
         /* The body may flow now: parse what the client already sent, read the rest. */
-        sl__down_resume_body(s->down);
+        s->down->ops->resume_body(s->down);
         return false;
     case SS_UP_RESPONSE_FILTER:
         set_state(s, SS_RESPONSE_FILTER);
@@ -527,7 +388,7 @@ static bool state_result(sl_session_t *s, int rc)
         set_state(s, SS_RESPONSE_BODY);
         prepare_response_head(s);
         /* Parse on: body bytes already here go out with the head in one write. */
-        sl__up_resume_reading(s->up);
+        s->up->ops->resume_reading(s->up);
         return false;
     default:
         return false;
@@ -552,7 +413,7 @@ void sl_session_resume(sl_session_t *s, int rc)
 
 /* ---- connecting ---------------------------------------------------------------------------- */
 
-void sl__session_on_connected(sl_session_t *s, h1_up_t *u, int err)
+void sl__session_on_connected(sl_session_t *s, sl_up_t *u, int err)
 {
     if (err == 0) {
         s->up = u;
@@ -600,10 +461,8 @@ void sl__session_on_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool 
 
 void sl__session_on_up_write_done(sl_session_t *s, int status, int tag)
 {
-    if (tag == WTAG_DOWN_BUF && s->down) {
-        if (--s->down->p->in.refs == 0)
-            sl__down_buffer_released(s->down);
-    }
+    if (tag == WTAG_DOWN_BUF && s->down)
+        s->down->ops->unhold(s->down);
     if (status < 0 && status != UV_ECANCELED && s->state != SS_DONE)
         sl__session_on_up_error(s, status);
 }
@@ -624,52 +483,34 @@ void sl__session_on_response_header(sl_session_t *s)
     advance(s);
 }
 
-/* Decides framing and connection handling for the client, and serializes the head. */
-static void prepare_response_head(sl_session_t *s)
+/* Removes the upstream hop's own fields; the client side frames the rest. */
+static void strip_hop_by_hop(sl_response_header_t *r)
 {
-    sl_response_header_t *r = &s->up_resp;
-    h1_down_t *d = s->down;
-    /* Hop-by-hop headers of the upstream's hop stay there. */
     const sl_str_t *connp = sl_headers_get(&r->headers, "connection");
     sl_str_t conn = connp ? *connp : (sl_str_t){NULL, 0}; /* the loop below overwrites items */
     size_t w = 0;
     for (size_t i = 0; i < r->headers.n; i++) {
         const sl_header_t *h = &r->headers.items[i];
-        if (is_hop_by_hop(h->name) || (conn.len && sl__str_has_token(conn, h->name)))
+        if (sl__is_hop_by_hop(h->name) || (conn.len && sl__str_has_token(conn, h->name)))
             continue;
         r->headers.items[w++] = *h;
     }
     r->headers.n = w;
-    if (s->head || s->resp_body_up == BODY_NONE) {
-        s->resp_body_down = BODY_NONE;
-    } else if (s->resp_body_up == BODY_LENGTH && sl_headers_get(&r->headers, "content-length")) {
-        s->resp_body_down = BODY_LENGTH;
-    } else if (s->req.version >= 11) {
-        sl_headers_remove(&r->headers, "content-length");
-        sl_headers_add(&r->headers, "Transfer-Encoding", "chunked");
-        s->resp_body_down = BODY_CHUNKED;
-    } else {
-        sl_headers_remove(&r->headers, "content-length");
-        s->resp_body_down = BODY_CLOSE;
-        d->close_after = true;
-    }
-    if (s->client_wants_close || s->hw->shutting_down || !s->req_body_done)
-        d->close_after = true;
-    if (d->close_after)
-        sl_headers_add(&r->headers, "Connection", "close");
-    else if (s->req.version == 10)
-        sl_headers_add(&r->headers, "Connection", "keep-alive");
-    r->version = s->req.version == 10 ? 10 : 11;
-    s->status = r->status;
-    s->head_buf = sl__h1_serialize_response(&s->arena, r);
-    s->head_pending = true;
 }
 
-static int write_down(sl_session_t *s, uv_buf_t *out, unsigned k, bool refs_up)
+static void prepare_response_head(sl_session_t *s)
 {
-    int rc = sl__down_write(s->down, out, k, refs_up ? WTAG_UP_BUF : WTAG_NONE);
+    sl_response_header_t *r = &s->up_resp;
+    strip_hop_by_hop(r);
+    s->status = r->status;
+    s->down->ops->response_head(s, r);
+}
+
+static int write_down(sl_session_t *s, const uv_buf_t *out, unsigned k, bool end, bool refs_up)
+{
+    int rc = s->down->ops->response_write(s, out, k, end, refs_up ? WTAG_UP_BUF : WTAG_NONE);
     if (rc == 0 && refs_up && s->up)
-        s->up->in.refs++;
+        s->up->ops->hold(s->up);
     return rc;
 }
 
@@ -677,58 +518,18 @@ void sl__session_flush_head(sl_session_t *s)
 {
     if (!s->head_pending || s->state == SS_DONE)
         return;
-    s->head_pending = false;
-    s->resp_header_sent = true;
-    int rc = write_down(s, &s->head_buf, 1, false);
+    int rc = write_down(s, NULL, 0, false, false);
     if (rc)
         abort_session(s, rc);
-}
-
-static unsigned frame_trailers(sl_session_t *s, uv_buf_t *out)
-{
-    sl_headers_t *t = &s->up_trailers;
-    if (t->n && s->svc->hooks.response_trailer_filter) {
-        if (!t->arena)
-            t->arena = &s->arena;
-        s->svc->hooks.response_trailer_filter(s, s->ctx, t);
-    }
-    if (!t->n) {
-        out[0] = uv_buf_init((char *)"0\r\n\r\n", 5);
-        return 1;
-    }
-    size_t len = 5;
-    for (size_t i = 0; i < t->n; i++)
-        len += t->items[i].name.len + t->items[i].value.len + 4;
-    char *buf = sl_arena_alloc(&s->arena, len), *p = buf;
-    memcpy(p, "0\r\n", 3);
-    p += 3;
-    for (size_t i = 0; i < t->n; i++) {
-        memcpy(p, t->items[i].name.ptr, t->items[i].name.len);
-        p += t->items[i].name.len;
-        *p++ = ':';
-        *p++ = ' ';
-        memcpy(p, t->items[i].value.ptr, t->items[i].value.len);
-        p += t->items[i].value.len;
-        *p++ = '\r';
-        *p++ = '\n';
-    }
-    *p++ = '\r';
-    *p++ = '\n';
-    out[0] = uv_buf_init(buf, (unsigned)(p - buf));
-    return 1;
 }
 
 void sl__session_on_response_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end)
 {
     if (s->state != SS_RESPONSE_BODY)
         return;
-    uv_buf_t out[SL_MAX_BODY_IOV * 3 + 4];
+    uv_buf_t out[SL_MAX_BODY_IOV + 1];
     unsigned k = 0;
     bool refs_up = false;
-    const char *ub = s->up ? s->up->in.data : NULL;
-    size_t ucap = s->up ? s->up->in.cap : 0;
-    bool chunked = s->resp_body_down == BODY_CHUNKED;
-    bool nobody = s->resp_body_down == BODY_NONE;
     size_t calls = n ? n : (end ? 1 : 0);
     for (size_t i = 0; i < calls; i++) {
         sl_body_t body = n ? (sl_body_t){iov[i].base, iov[i].len} : (sl_body_t){NULL, 0};
@@ -745,49 +546,33 @@ void sl__session_on_response_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool
                 return;
             }
         }
-        if (!body.len || nobody)
+        if (!body.len)
             continue;
-        if (ub && body.data >= ub && body.data < ub + ucap)
+        if (s->up && s->up->ops->owns(s->up, body.data))
             refs_up = true;
-        if (chunked)
-            out[k++] = sl__h1_chunk_header(&s->arena, body.len);
         out[k++] = uv_buf_init((char *)body.data, (unsigned)body.len);
-        if (chunked)
-            out[k++] = crlf();
-        s->body_bytes_sent += body.len;
     }
     if (end) {
         s->up_resp_done = true;
         s->resp_done = true;
-        if (chunked)
-            k += frame_trailers(s, &out[k]);
+        sl_headers_t *t = &s->up_trailers;
+        if (t->n && s->svc->hooks.response_trailer_filter) {
+            if (!t->arena)
+                t->arena = &s->arena;
+            s->svc->hooks.response_trailer_filter(s, s->ctx, t);
+        }
     }
-    uv_buf_t all[SL_MAX_BODY_IOV * 3 + 5];
-    unsigned m = 0;
-    if (s->head_pending) {
-        s->head_pending = false;
-        s->resp_header_sent = true;
-        all[m++] = s->head_buf;
-    }
-    memcpy(all + m, out, k * sizeof(uv_buf_t));
-    m += k;
-    if (m == 0) {
-        if (!end)
-            return;
-        /* Nothing to write but the response is over: an empty write completes it in order. */
-        all[m++] = uv_buf_init((char *)"", 0);
-    }
-    int rc = write_down(s, all, m, refs_up);
+    if (k == 0 && !end && !s->head_pending)
+        return;
+    int rc = write_down(s, out, k, end, refs_up);
     if (rc)
         abort_session(s, rc);
 }
 
 void sl__session_on_down_write_done(sl_session_t *s, int status, int tag)
 {
-    if (tag == WTAG_UP_BUF && s->up) {
-        if (--s->up->in.refs == 0)
-            sl__up_buffer_released(s->up);
-    }
+    if (tag == WTAG_UP_BUF && s->up)
+        s->up->ops->unhold(s->up);
     if (s->state == SS_DONE)
         return;
     if (status < 0) {
@@ -808,13 +593,13 @@ void sl__session_on_up_error(sl_session_t *s, int err)
         s->deferred_err = err;
         return;
     }
-    h1_up_t *u = s->up;
+    sl_up_t *u = s->up;
     if (!s->resp_header_sent && u && s->reused && !u->got_bytes && !s->req_body_started &&
         s->retries < (s->svc->max_retries > 0 ? s->svc->max_retries : 1) &&
         (err == SL_EUPSTREAM_CLOSED || err == UV_ECONNRESET || err == UV_EPIPE)) {
         /* A pooled connection the upstream had closed: try a fresh one, nothing was lost. */
         SL_DEBUG("reused upstream connection failed (%s); retrying on a new one", sl_strerror(err));
-        sl__up_release(u, false);
+        u->ops->release(u, false);
         s->up = NULL;
         s->retries++;
         s->no_pool = true;
@@ -883,7 +668,7 @@ static void fail(sl_session_t *s, int err)
     }
     s->head_pending = false;
     if (s->up) {
-        sl__up_release(s->up, false);
+        s->up->ops->release(s->up, false);
         s->up = NULL;
     }
     if (!s->req_body_done)
@@ -929,14 +714,14 @@ static void abort_session(sl_session_t *s, int err)
         s->error = err;
     set_state(s, SS_DONE);
     if (s->up) {
-        sl__up_release(s->up, false);
+        s->up->ops->release(s->up, false);
         s->up = NULL;
     }
     end_hooks(s);
-    h1_down_t *d = s->down;
+    sl_down_t *d = s->down;
     d->session = NULL;
     sl__session_release(s->hw, s);
-    sl__down_abort(d);
+    d->ops->abort(d);
 }
 
 static void finish(sl_session_t *s)
@@ -944,13 +729,13 @@ static void finish(sl_session_t *s)
     set_state(s, SS_DONE);
     if (s->up) {
         bool reusable = s->up_resp_done && s->req_body_done && !s->error;
-        sl__up_release(s->up, reusable);
+        s->up->ops->release(s->up, reusable);
         s->up = NULL;
     }
     if (!s->req_body_done)
         s->down->close_after = true;
     end_hooks(s);
-    sl__down_session_done(s->down);
+    s->down->ops->session_done(s->down);
 }
 
 /* ---- answering locally --------------------------------------------------------------------- */
@@ -970,41 +755,35 @@ int sl_session_respond_header(sl_session_t *s, sl_response_header_t *r, const vo
 {
     if (s->resp_header_sent || s->state == SS_RESPONDING || s->state == SS_DONE)
         return SL_EINTERNAL;
-    h1_down_t *d = s->down;
     s->head_pending = false;
-    if (!s->req_body_done || s->client_wants_close || s->hw->shutting_down)
-        d->close_after = true;
-    sl_headers_remove(&r->headers, "transfer-encoding");
-    sl_headers_remove(&r->headers, "connection");
+    if (s->up) {
+        s->up->ops->release(s->up, false);
+        s->up = NULL;
+    }
+    strip_hop_by_hop(r);
     bool nobody = s->head || r->status == 204 || r->status == 304 || r->status < 200;
     if (!nobody || s->head) {
         char cl[24];
         snprintf(cl, sizeof(cl), "%zu", len);
         sl_headers_set(&r->headers, "Content-Length", cl);
     }
-    if (d->close_after)
-        sl_headers_add(&r->headers, "Connection", "close");
-    else if (s->req.version == 10)
-        sl_headers_add(&r->headers, "Connection", "keep-alive");
-    r->version = s->req.version == 10 ? 10 : 11;
+    /* Framed like an upstream response of known length. */
+    s->resp_body_up = len && !nobody ? BODY_LENGTH : BODY_NONE;
+    s->resp_content_length = len;
     s->resp = r;
     s->status = r->status;
-    uv_buf_t out[2];
-    out[0] = sl__h1_serialize_response(&s->arena, r);
-    unsigned k = 1;
+    s->down->ops->response_head(s, r);
+    uv_buf_t piece;
+    unsigned k = 0;
     if (len && !nobody) {
         /* The caller's memory may be on its stack: the arena copy outlives the write. */
-        out[k++] = uv_buf_init(sl_arena_strndup(&s->arena, body, len), (unsigned)len);
+        piece = uv_buf_init(sl_arena_strndup(&s->arena, body, len), (unsigned)len);
+        k = 1;
         s->body_bytes_sent = len;
     }
     set_state(s, SS_RESPONDING);
-    s->resp_header_sent = true;
     s->resp_done = true;
-    if (s->up) {
-        sl__up_release(s->up, false);
-        s->up = NULL;
-    }
-    int rc = sl__down_write(d, out, k, WTAG_NONE);
+    int rc = s->down->ops->response_write(s, &piece, k, true, WTAG_NONE);
     if (rc) {
         s->resp_done = false;
         set_state(s, SS_RESPONSE_BODY);
@@ -1060,17 +839,19 @@ const sl_response_header_t *sl_session_resp(const sl_session_t *s)
 
 const struct sockaddr *sl_session_client_addr(const sl_session_t *s)
 {
-    return &s->down->peer.sa;
+    return s->down->ops->peer_addr(s->down);
 }
 
 const char *sl_session_client_ip(sl_session_t *s)
 {
     if (!s->client_ip[0]) {
-        const struct sockaddr *a = &s->down->peer.sa;
+        const struct sockaddr *a = sl_session_client_addr(s);
         if (a->sa_family == AF_INET)
-            inet_ntop(AF_INET, &s->down->peer.in.sin_addr, s->client_ip, sizeof(s->client_ip));
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, s->client_ip,
+                      sizeof(s->client_ip));
         else if (a->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &s->down->peer.in6.sin6_addr, s->client_ip, sizeof(s->client_ip));
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, s->client_ip,
+                      sizeof(s->client_ip));
         else
             snprintf(s->client_ip, sizeof(s->client_ip), "unix");
     }
