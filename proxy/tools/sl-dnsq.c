@@ -181,6 +181,73 @@ static void watch_over(uv_timer_t *t)
     finish(t->data);
 }
 
+static int parse_family(const char *v)
+{
+    if (strcmp(v, "4") == 0)
+        return AF_INET;
+    if (strcmp(v, "6") == 0)
+        return AF_INET6;
+    if (strcmp(v, "any") != 0)
+        die_usage("--family is any, 4 or 6", v);
+    return AF_UNSPEC;
+}
+
+/* Fills a and o from the command line (o->servers must have room for 16). */
+static void parse_args(int argc, char **argv, app_t *a, sl_dns_options_t *o)
+{
+    const char **servers = (const char **)o->servers;
+    for (int i = 1; i < argc; i++) {
+        const char *f = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(f, "--watch") == 0 || strcmp(f, "--stats") == 0) {
+            *(f[2] == 'w' ? &a->watch : &a->stats) = true;
+            continue;
+        }
+        if (strncmp(f, "--", 2) != 0) {
+            a->names[a->n_names++] = argv[i];
+            continue;
+        }
+        if (!v)
+            die_usage("needs a value", f);
+        i++;
+        if (strcmp(f, "--server") == 0) {
+            if (o->n_servers == 16)
+                die_usage("too many servers", v);
+            servers[o->n_servers++] = v;
+        } else if (strcmp(f, "--resolv-conf") == 0) {
+            o->resolv_conf = v;
+        } else if (strcmp(f, "--timeout") == 0) {
+            o->timeout_ms = (uint64_t)num(f, v);
+        } else if (strcmp(f, "--tries") == 0) {
+            o->tries = (int)num(f, v);
+        } else if (strcmp(f, "--min-ttl") == 0) {
+            o->min_ttl_s = (uint32_t)num(f, v);
+        } else if (strcmp(f, "--max-ttl") == 0) {
+            o->max_ttl_s = (uint32_t)num(f, v);
+        } else if (strcmp(f, "--negative-ttl") == 0) {
+            o->negative_ttl_s = (uint32_t)num(f, v);
+        } else if (strcmp(f, "--cache-size") == 0) {
+            o->cache_size = (size_t)num(f, v);
+        } else if (strcmp(f, "--port") == 0) {
+            a->port = (uint16_t)num(f, v);
+        } else if (strcmp(f, "--parallel") == 0) {
+            a->parallel = num(f, v);
+        } else if (strcmp(f, "--repeat") == 0) {
+            a->repeat = num(f, v);
+        } else if (strcmp(f, "--interval") == 0) {
+            a->interval_ms = num(f, v);
+        } else if (strcmp(f, "--for") == 0) {
+            a->for_ms = duration_ms(v);
+        } else if (strcmp(f, "--family") == 0) {
+            a->family = parse_family(v);
+        } else {
+            die_usage("unknown option", f);
+        }
+    }
+    if (a->n_names == 0 || a->parallel < 1 || a->repeat < 1)
+        die_usage("usage: sl-dnsq [--server ADDR]... [options] name...", NULL);
+}
+
 int main(int argc, char **argv)
 {
     static const char *servers[16];
@@ -192,64 +259,9 @@ int main(int argc, char **argv)
     a.for_ms = 3000;
     a.family = AF_UNSPEC;
     a.names = calloc((size_t)argc, sizeof(char *));
-    for (int i = 1; i < argc; i++) {
-        const char *f = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(f, "--watch") == 0) {
-            a.watch = true;
-            continue;
-        }
-        if (strcmp(f, "--stats") == 0) {
-            a.stats = true;
-            continue;
-        }
-        if (strncmp(f, "--", 2) != 0) {
-            a.names[a.n_names++] = argv[i];
-            continue;
-        }
-        if (!v)
-            die_usage("needs a value", f);
-        i++;
-        if (strcmp(f, "--server") == 0) {
-            if (o.n_servers == 16)
-                die_usage("too many servers", v);
-            servers[o.n_servers++] = v;
-        } else if (strcmp(f, "--resolv-conf") == 0) {
-            o.resolv_conf = v;
-        } else if (strcmp(f, "--timeout") == 0) {
-            o.timeout_ms = (uint64_t)num(f, v);
-        } else if (strcmp(f, "--tries") == 0) {
-            o.tries = (int)num(f, v);
-        } else if (strcmp(f, "--min-ttl") == 0) {
-            o.min_ttl_s = (uint32_t)num(f, v);
-        } else if (strcmp(f, "--max-ttl") == 0) {
-            o.max_ttl_s = (uint32_t)num(f, v);
-        } else if (strcmp(f, "--negative-ttl") == 0) {
-            o.negative_ttl_s = (uint32_t)num(f, v);
-        } else if (strcmp(f, "--cache-size") == 0) {
-            o.cache_size = (size_t)num(f, v);
-        } else if (strcmp(f, "--port") == 0) {
-            a.port = (uint16_t)num(f, v);
-        } else if (strcmp(f, "--parallel") == 0) {
-            a.parallel = num(f, v);
-        } else if (strcmp(f, "--repeat") == 0) {
-            a.repeat = num(f, v);
-        } else if (strcmp(f, "--interval") == 0) {
-            a.interval_ms = num(f, v);
-        } else if (strcmp(f, "--for") == 0) {
-            a.for_ms = duration_ms(v);
-        } else if (strcmp(f, "--family") == 0) {
-            a.family = strcmp(v, "4") == 0   ? AF_INET
-                       : strcmp(v, "6") == 0 ? AF_INET6
-                       : strcmp(v, "any") == 0
-                           ? AF_UNSPEC
-                           : (die_usage("--family is any, 4 or 6", v), AF_UNSPEC);
-        } else {
-            die_usage("unknown option", f);
-        }
-    }
-    if (a.n_names == 0 || a.parallel < 1 || a.repeat < 1)
-        die_usage("usage: sl-dnsq [--server ADDR]... [options] name...", NULL);
+    if (!a.names)
+        return 1;
+    parse_args(argc, argv, &a, &o);
     sl_log_init_from_env();
     a.loop = uv_default_loop();
     sl_error_t err;

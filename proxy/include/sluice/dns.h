@@ -120,8 +120,10 @@ typedef void (*sl_dns_cb)(void *data, int err, const sl_dns_result_t *res);
 
 /* Resolves host (a name or an IP literal) for family (AF_UNSPEC: A and AAAA, AF_INET, AF_INET6)
  * and calls cb(data, ...) once, later, from the loop, with the addresses carrying port (host
- * order). Returns the query, valid until its callback starts or sl_dns_cancel; NULL (and cb never
- * runs) only when r is closing, host or cb is NULL, or family is not one of the three. */
+ * order). host is copied. A host that is not a name (letters, digits, '-', '_' in labels of 1-63
+ * characters, 253 at most, optional root dot) gets SL_DNS_BAD_NAME without any query. Returns the
+ * query, valid until its callback starts or sl_dns_cancel; NULL (and cb never runs) only when r
+ * is closing, host or cb is NULL, or family is not one of the three. */
 sl_dns_query_t *sl_dns_resolve(sl_resolver_t *r, const char *host, uint16_t port, int family,
                                sl_dns_cb cb, void *data);
 /* Cancels q: its callback will not run and q is freed. The lookup it started, if any, goes on

@@ -865,10 +865,11 @@ static void sock_state_cb(void *data, ares_socket_t fd, int readable, int writab
 
 /* c-ares 1.18 retries a SERVFAIL, NOTIMP or REFUSED answer on the next server and, when all
  * tries are spent, ends the query with ARES_ECONNREFUSED (or ARES_ETIMEOUT when another server
- * stayed silent): the same as a dead server. To say which
- * it was, the socket functions below are c-ares' own (plain syscalls) except that UDP answers
- * carrying one of those codes are noted on the lookups of the name asked (or a search-domain
- * extension of it); lookup_done turns ECONNREFUSED back into the server's answer. */
+ * stayed silent): the same as a dead server. To tell them apart, the socket functions below are
+ * c-ares' own (plain syscalls) except that UDP answers carrying one of those codes are noted on
+ * the lookups of the name asked (or a search-domain extension of it); failure_status() then
+ * reports the server's answer instead. Keeping the flag ARES_FLAG_NOCHECKRESP off keeps c-ares'
+ * fail-over to the next server. */
 static bool qname_matches(const char *qname, size_t qlen, const entry_t *e)
 {
     size_t len = e->len;

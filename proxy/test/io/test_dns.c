@@ -27,15 +27,14 @@ typedef struct tsrv {
     int port;
     rec_t recs[160];
     int n;
-    bool drop;  /* answer nothing */
-    int rcode;  /* answer every query with this code (0: look up the records) */
+    bool drop; /* answer nothing */
+    int rcode; /* answer every query with this code (0: look up the records) */
     int queries, queries_a, queries_aaaa, truncated, tcp_queries;
 } tsrv_t;
 
 static uv_loop_t loop;
 static tsrv_t srv;
 static sl_resolver_t *res;
-static char conf_path[64];
 
 static void srv_add(const char *name, const char *ip, uint32_t ttl)
 {
@@ -273,8 +272,8 @@ static sl_resolver_t *make_resolver(const sl_dns_options_t *o)
     return r;
 }
 
-/* Options pointing at the test server, quick timeouts, and a resolv.conf of our own (no search
- * domains, never the machine's servers). */
+/* Options pointing at the test server, quick timeouts, and an empty resolv.conf (no search
+ * domains; the machine's servers are never used). */
 static void test_options(sl_dns_options_t *o)
 {
     static char server[32];
@@ -283,33 +282,45 @@ static void test_options(sl_dns_options_t *o)
     sl_dns_options_init(o);
     o->servers = servers;
     o->n_servers = 1;
-    o->resolv_conf = conf_path;
+    o->resolv_conf = "/dev/null";
     o->timeout_ms = 200;
     o->tries = 2;
+}
+
+/* A TCP listener and a UDP socket on the same free loopback port. */
+static void srv_bind(void)
+{
+    for (int attempt = 0; attempt < 50; attempt++) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof(a);
+        uv_ip4_addr("127.0.0.1", 0, &a);
+        int t = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        cr_assert(t >= 0 && u >= 0);
+        cr_assert_eq(bind(t, (struct sockaddr *)&a, sizeof(a)), 0);
+        cr_assert_eq(listen(t, 16), 0);
+        getsockname(t, (struct sockaddr *)&a, &len);
+        if (bind(u, (struct sockaddr *)&a, sizeof(a)) == 0) {
+            srv.port = ntohs(a.sin_port);
+            cr_assert_eq(uv_udp_init(&loop, &srv.udp), 0);
+            cr_assert_eq(uv_udp_open(&srv.udp, u), 0);
+            cr_assert_eq(uv_udp_recv_start(&srv.udp, srv_alloc, srv_recv), 0);
+            cr_assert_eq(uv_tcp_init(&loop, &srv.tcp), 0);
+            cr_assert_eq(uv_tcp_open(&srv.tcp, t), 0);
+            cr_assert_eq(uv_listen((uv_stream_t *)&srv.tcp, 16, srv_accept), 0);
+            return;
+        }
+        close(t);
+        close(u);
+    }
+    cr_assert_fail("no free port for the test DNS server");
 }
 
 static void setup(void)
 {
     cr_assert_eq(uv_loop_init(&loop), 0);
     memset(&srv, 0, sizeof(srv));
-    cr_assert_eq(uv_udp_init(&loop, &srv.udp), 0);
-    struct sockaddr_in a;
-    uv_ip4_addr("127.0.0.1", 0, &a);
-    cr_assert_eq(uv_udp_bind(&srv.udp, (const struct sockaddr *)&a, 0), 0);
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    uv_udp_getsockname(&srv.udp, (struct sockaddr *)&ss, &len);
-    srv.port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    uv_udp_recv_start(&srv.udp, srv_alloc, srv_recv);
-    cr_assert_eq(uv_tcp_init(&loop, &srv.tcp), 0);
-    a.sin_port = htons((uint16_t)srv.port);
-    cr_assert_eq(uv_tcp_bind(&srv.tcp, (const struct sockaddr *)&a, 0), 0);
-    cr_assert_eq(uv_listen((uv_stream_t *)&srv.tcp, 16, srv_accept), 0);
-    snprintf(conf_path, sizeof(conf_path), "/tmp/sl-test-dns-%d.conf", (int)getpid());
-    FILE *f = fopen(conf_path, "w");
-    cr_assert(f);
-    fputs("options ndots:1\n", f);
-    fclose(f);
+    srv_bind();
     sl_dns_options_t o;
     test_options(&o);
     res = make_resolver(&o);
@@ -336,7 +347,6 @@ static void teardown(void)
     uv_close((uv_handle_t *)&srv.tcp, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0, "handles left open on the loop");
-    unlink(conf_path);
 }
 
 static void resolve_wait(const char *host, int family, got_t *g)
@@ -350,10 +360,8 @@ static void resolve_wait(const char *host, int family, got_t *g)
 static const char *ip_of(const struct sockaddr_storage *ss, char *buf, size_t cap)
 {
     if (ss->ss_family == AF_INET)
-        return inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf,
-                         (socklen_t)cap);
-    return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf,
-                     (socklen_t)cap);
+        return inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
+    return inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
 }
 
 static uint16_t port_of(const struct sockaddr_storage *ss)
@@ -418,10 +426,10 @@ Test(dns_options, server_strings)
     cr_assert_eq(port_of(&ss), 53);
     cr_assert_eq(sl_dns_parse_server("::1", &ss), 0, "a bare IPv6 address has no port");
     cr_assert_eq(port_of(&ss), 53);
-    const char *bad[] = {"",          "10.0.0.2:",      "10.0.0.2:0",     "10.0.0.2:65536",
-                         "dns.local", "dns.local:53",   "[::1",           "[::1]x",
-                         "[::1]:",    "1.2.3.4:53x",    "[10.0.0.1]:53",  "10.0.0.256",
-                         ":53",       "1.2.3.4:-1",     "fe80::1%eth0",   "1.2.3.4: 53"};
+    const char *bad[] = {"",          "10.0.0.2:",    "10.0.0.2:0",    "10.0.0.2:65536",
+                         "dns.local", "dns.local:53", "[::1",          "[::1]x",
+                         "[::1]:",    "1.2.3.4:53x",  "[10.0.0.1]:53", "10.0.0.256",
+                         ":53",       "1.2.3.4:-1",   "fe80::1%eth0",  "1.2.3.4: 53"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_neq(sl_dns_parse_server(bad[i], &ss), 0, "accepted \"%s\"", bad[i]);
     cr_assert_neq(sl_dns_parse_server(NULL, &ss), 0);
@@ -434,8 +442,9 @@ Test(dns_options, defaults_and_validation)
     sl_dns_options_init(&o);
     cr_assert_eq(o.timeout_ms, 2000);
     cr_assert_eq(o.tries, 2);
-    cr_assert_leq(o.timeout_ms * (uint64_t)o.tries, 10000, "a dead server must fail within "
-                                                            "the 10 s connect timeout");
+    cr_assert_leq(o.timeout_ms * (uint64_t)o.tries, 10000,
+                  "a dead server must fail within "
+                  "the 10 s connect timeout");
     cr_assert_eq(o.min_ttl_s, 1);
     cr_assert_eq(o.max_ttl_s, 300);
     cr_assert_eq(o.negative_ttl_s, 5);
@@ -932,6 +941,21 @@ Test(dns, literals_bad_names_and_bad_arguments)
     resolve_wait(longname, AF_UNSPEC, &g);
     cr_assert_eq(g.res.status, SL_DNS_BAD_NAME);
     cr_assert_eq(g.err, SL_EDNS);
+    char label64[80];
+    memset(label64, 'b', 64);
+    snprintf(label64 + 64, sizeof(label64) - 64, ".test");
+    const char *bad[] = {"has space.test", "a..test",  ".test",  "web.test..",
+                         "x\r\ny.test",    "a/b.test", "*.test", label64};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        resolve_wait(bad[i], AF_UNSPEC, &g);
+        cr_assert_eq(g.res.status, SL_DNS_BAD_NAME, "\"%s\": %s", bad[i], g.res.message);
+    }
+    cr_assert_eq(srv.queries, 0, "bad names never reach a server");
+    srv_add("web.test", "10.0.0.1", 60);
+    resolve_wait("web.test.", AF_INET, &g); /* absolute name */
+    cr_assert_eq(g.res.status, SL_DNS_OK, "%s", g.res.message);
+    resolve_wait("_svc-1.web.test", AF_INET, &g);
+    cr_assert_eq(g.res.status, SL_DNS_NOT_FOUND, "'_' and '-' are name characters");
 
     cr_assert_null(sl_dns_resolve(res, "web.test", 80, AF_UNIX, on_answer, &g));
     cr_assert_null(sl_dns_resolve(res, NULL, 80, AF_INET, on_answer, &g));
