@@ -340,6 +340,8 @@ struct sl_session {
     sl_headers_t up_trailers;
     sl_headers_t req_trailers;
     char client_ip[48];
+    struct sockaddr_storage client_addr; /* a copy: the session may outlive its client side */
+    bool detached;                       /* the client side is gone; a hook owes a resume */
     sl_session_t *next_free;
     sl_arena_t arena; /* last: everything before it is reset per request */
 };

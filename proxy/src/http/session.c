@@ -63,6 +63,12 @@ static sl_session_t *session_alloc(sl_down_t *d)
     s->svc = d->hw->svc;
     s->hw = hw;
     s->down = d;
+    const struct sockaddr *pa = d->ops->peer_addr(d);
+    s->client_addr.ss_family = pa->sa_family;
+    if (pa->sa_family == AF_INET)
+        memcpy(&s->client_addr, pa, sizeof(struct sockaddr_in));
+    else if (pa->sa_family == AF_INET6)
+        memcpy(&s->client_addr, pa, sizeof(struct sockaddr_in6));
     s->start_ms = uv_now(hw->loop);
     s->start_ns = uv_hrtime();
     atomic_fetch_add_explicit(&hw->st_requests, 1, memory_order_relaxed);
@@ -74,6 +80,19 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 {
     if (!s)
         return;
+    if (s->pending && !s->detached) {
+        /* A hook owes a resume: the session outlives its client side until it comes (the
+         * hook's callback still holds s). */
+        s->detached = true;
+        s->down = NULL;
+        if (s->up) {
+            s->up->ops->release(s->up, false);
+            s->up = NULL;
+        }
+        if (!s->error)
+            s->error = SL_EDOWNSTREAM_CLOSED;
+        return;
+    }
     atomic_fetch_sub_explicit(&hw->st_active, 1, memory_order_relaxed);
     if (s->state != SS_DONE) {
         /* Torn down from outside (connection closed under us): hooks still get logging. */
@@ -407,6 +426,10 @@ void sl_session_resume(sl_session_t *s, int rc)
         return;
     }
     s->pending = false;
+    if (s->detached) { /* its client left meanwhile: only the ending hooks remain */
+        sl__session_release(s->hw, s);
+        return;
+    }
     if (state_result(s, rc))
         advance(s);
 }
@@ -753,6 +776,8 @@ sl_response_header_t *sl_session_response_new(sl_session_t *s, int status)
 int sl_session_respond_header(sl_session_t *s, sl_response_header_t *r, const void *body,
                               size_t len)
 {
+    if (!s->down)
+        return SL_EDOWNSTREAM_CLOSED; /* detached: the client is gone */
     if (s->resp_header_sent || s->state == SS_RESPONDING || s->state == SS_DONE)
         return SL_EINTERNAL;
     s->head_pending = false;
@@ -839,7 +864,7 @@ const sl_response_header_t *sl_session_resp(const sl_session_t *s)
 
 const struct sockaddr *sl_session_client_addr(const sl_session_t *s)
 {
-    return s->down->ops->peer_addr(s->down);
+    return (const struct sockaddr *)&s->client_addr;
 }
 
 const char *sl_session_client_ip(sl_session_t *s)
