@@ -84,6 +84,17 @@ void sl_server_on_shutdown(sl_server_t *server, sl_server_stop_cb cb, void *data
  * close control-plane handles here (they would otherwise keep the process alive). */
 void sl_server_on_stop(sl_server_t *server, sl_server_stop_cb cb, void *data);
 
+/* Per-worker state of an application that spans several services (a DNS resolver, a cache):
+ * start runs on each worker's thread before the worker starts its services (before it accepts
+ * or runs a background task); stop runs on that thread once the worker has stopped them (after
+ * every listening service's worker_stop, so no request of the worker runs any more), before
+ * the worker's loop closes whatever handles are left and ends. Handles opened in start can be
+ * closed in stop with their own close callbacks: the loop runs until they are closed. Both run
+ * once per worker, in registration order; register before sl_server_run_forever. */
+typedef void (*sl_worker_cb)(sl_worker_t *w, void *data);
+void sl_server_on_worker_start(sl_server_t *server, sl_worker_cb cb, void *data);
+void sl_server_on_worker_stop(sl_server_t *server, sl_worker_cb cb, void *data);
+
 /* Starts a graceful shutdown from code, as SIGTERM does. Thread-safe. */
 void sl_server_shutdown(sl_server_t *server);
 /* True once the listeners were handed to a new process (SIGQUIT): shared files such as unix

@@ -160,14 +160,15 @@ struct sl_server {
     int exit_code;
     int phase; /* 0 running, 1 draining, 2 grace expired, 3 forced */
     sl_cb_entry_t *on_start, *on_reload, *on_shutdown, *on_stop;
+    sl_cb_entry_t *on_worker_start, *on_worker_stop; /* run on each worker's thread */
     int pid_fd;
     bool pid_written;
     bool pid_locked;
     uv_timer_t pid_timer; /* retries the lock after a hot upgrade */
-    int ready_fd; /* daemon: pipe to the waiting parent */
+    int ready_fd;         /* daemon: pipe to the waiting parent */
     /* hot upgrade: sockets received from the old process, matched to endpoints by address */
     struct sl_inherited *inherited;
-    bool upgraded; /* listeners handed to a new process: leave unix socket files alone */
+    bool upgraded;          /* listeners handed to a new process: leave unix socket files alone */
     sl_endpoint_t *control; /* control-plane listeners (sl_server_control_listen) */
     size_t n_control;
     bool loop_ready;
@@ -215,8 +216,7 @@ void sl__inherited_free(sl_inherited_t *list);
 /* ---- daemon (daemon.c) -------------------------------------------------------------------- */
 /* Opens and locks the pid file. During a hot upgrade (upgrading) the old process still holds
  * the lock: then *locked is false and the caller retries later (sl__pidfile_try_lock). */
-int sl__pidfile_lock(const char *path, bool upgrading, int *fd_out, bool *locked,
-                     sl_error_t *err);
+int sl__pidfile_lock(const char *path, bool upgrading, int *fd_out, bool *locked, sl_error_t *err);
 bool sl__pidfile_try_lock(int fd);
 int sl__pidfile_write(int fd);
 void sl__pidfile_remove(const char *path, int fd);

@@ -159,6 +159,16 @@ void sl_server_on_stop(sl_server_t *s, sl_server_stop_cb cb, void *data)
     add_cb(&s->on_stop, (void *)cb, data);
 }
 
+void sl_server_on_worker_start(sl_server_t *s, sl_worker_cb cb, void *data)
+{
+    add_cb(&s->on_worker_start, (void *)cb, data);
+}
+
+void sl_server_on_worker_stop(sl_server_t *s, sl_worker_cb cb, void *data)
+{
+    add_cb(&s->on_worker_stop, (void *)cb, data);
+}
+
 size_t sl_server_n_workers(const sl_server_t *s)
 {
     return s->n_workers;
@@ -607,6 +617,8 @@ int sl_server_run_forever(sl_server_t *s)
     free_cbs(s->on_reload);
     free_cbs(s->on_shutdown);
     free_cbs(s->on_stop);
+    free_cbs(s->on_worker_start);
+    free_cbs(s->on_worker_stop);
     sl_server_conf_release(&s->conf);
     pthread_mutex_destroy(&s->start_lock);
     pthread_cond_destroy(&s->start_cond);

@@ -283,6 +283,9 @@ static void worker_stop_loop(sl_worker_t *w)
     for (size_t i = 0; i < w->server->n_services; i++)
         if (svcs[i]->kind == SL_SVC_LISTENING && svcs[i]->app.worker_stop)
             svcs[i]->app.worker_stop(svcs[i]->app_data, w);
+    /* The application's per-worker state goes after the services that used it. */
+    for (sl_cb_entry_t *e = w->server->on_worker_stop; e; e = e->next)
+        ((sl_worker_cb)e->fn)(w, e->data);
     close_listeners(w);
     sl__stream_thread_cleanup();
     sl_timeout_thread_close();
@@ -357,6 +360,9 @@ int sl__worker_init(sl_worker_t *w, sl_server_t *server, unsigned id)
 static void start_services(sl_worker_t *w)
 {
     sl_server_t *s = w->server;
+    /* The application's per-worker state exists before any service can use it. */
+    for (sl_cb_entry_t *e = s->on_worker_start; e; e = e->next)
+        ((sl_worker_cb)e->fn)(w, e->data);
     for (size_t i = 0; i < s->n_services; i++) {
         sl_service_t *svc = s->services[i];
         if (svc->kind == SL_SVC_LISTENING) {
