@@ -14,6 +14,7 @@
 #include "proxy.h"
 #include "server.h"
 #include "stream.h"
+#include "tcp.h"
 #include "tls.h"
 
 #endif
