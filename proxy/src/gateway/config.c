@@ -202,6 +202,51 @@ static int parse_listener_tls(gw_listener_t *gl, const cJSON *l, const char *pat
     return 0;
 }
 
+/* listeners[].protocol and, for tcp, the upstream the listener forwards to. */
+static int parse_listener_protocol(gw_listener_t *gl, const cJSON *l, const char *p,
+                                   sl_error_t *err)
+{
+    int rc = sl__cfg_get_str(l, p, "upstream", false, &gl->upstream, err);
+    if (rc)
+        return rc;
+    if (strcmp(gl->protocol, "tcp") == 0) {
+        gl->tcp = true;
+        if (!gl->upstream)
+            return sl_error_set(err, SL_ECONFIG,
+                                "%s.upstream: required for a tcp listener (the upstream it "
+                                "forwards to)",
+                                p);
+        return 0;
+    }
+    if (strcmp(gl->protocol, "http") != 0)
+        return sl_error_set(err, SL_ECONFIG, "%s.protocol: unknown value \"%s\" (http, tcp)", p,
+                            gl->protocol);
+    if (gl->upstream)
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s.upstream: only a tcp listener has an upstream (http listeners "
+                            "use routes)",
+                            p);
+    return 0;
+}
+
+/* A tcp listener's upstream must exist in every configuration: listeners only change at a
+ * restart, so a PUT /config without it is refused. */
+static int resolve_listener_upstreams(gw_config_t *c, sl_error_t *err)
+{
+    for (size_t i = 0; i < c->n_listeners; i++) {
+        gw_listener_t *l = &c->listeners[i];
+        if (!l->tcp)
+            continue;
+        l->tcp_upstream = gw_config_upstream(c, l->upstream);
+        if (!l->tcp_upstream)
+            return sl_error_set(err, SL_ECONFIG,
+                                "listeners[%zu].upstream: unknown upstream \"%s\" (tcp listener "
+                                "\"%s\" forwards to it: every configuration must define it)",
+                                i, l->upstream, l->name);
+    }
+    return 0;
+}
+
 static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
 {
     const cJSON *ls = cJSON_GetObjectItemCaseSensitive(root, "listeners");
@@ -229,16 +274,7 @@ static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
             gl->name = sl_xstrdup(p);
         if (!gl->protocol)
             gl->protocol = sl_xstrdup("http");
-        if (strcmp(gl->protocol, "http") != 0) {
-            if (strcmp(gl->protocol, "tcp") == 0)
-                return sl_error_set(err, SL_ECONFIG,
-                                    "%s.protocol: tcp listeners are not supported by this build "
-                                    "yet",
-                                    p);
-            return sl_error_set(err, SL_ECONFIG, "%s.protocol: unknown value \"%s\" (http, tcp)", p,
-                                gl->protocol);
-        }
-        if ((rc = not_yet(l, p, "upstream", "a tcp listener's upstream", err)) ||
+        if ((rc = parse_listener_protocol(gl, l, p, err)) ||
             (rc = parse_listener_tls(gl, l, p, err)))
             return rc;
         sl_endpoint_t ep;
@@ -838,6 +874,7 @@ static void config_free(gw_config_t *c)
         free(c->listeners[i].name);
         free(c->listeners[i].listen);
         free(c->listeners[i].protocol);
+        free(c->listeners[i].upstream);
         listener_tls_free(c->listeners[i].tls);
     }
     free(c->listeners);
@@ -903,6 +940,8 @@ int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err)
         rc = parse_upstreams(c, root, err);
     if (!rc)
         rc = index_upstreams(c, err);
+    if (!rc)
+        rc = resolve_listener_upstreams(c, err);
     if (!rc)
         rc = parse_routes(c, root, err);
     if (!rc) {

@@ -479,6 +479,9 @@ void gw_free(gateway_t *gw)
     }
     free(gw->workers);
     free(gw->services);
+    for (size_t i = 0; gw->tcp && i < gw->n_services; i++)
+        gw_tcp_listener_free(gw->tcp[i]);
+    free(gw->tcp);
     for (size_t i = 0; gw->tls && i < gw->current->n_listeners; i++)
         sl_tls_settings_free(gw->tls[i]);
     free(gw->tls);
@@ -521,9 +524,12 @@ int gw_add_services(gateway_t *gw, sl_error_t *err)
     size_t n = c->n_listeners ? c->n_listeners : 1;
     gw->services = sl_xcalloc(n, sizeof(sl_service_t *));
     gw->tls = sl_xcalloc(n, sizeof(sl_tls_settings_t *));
+    gw->tcp = sl_xcalloc(n, sizeof(gw_tcp_listener_t *));
     for (size_t i = 0; i < c->n_listeners; i++) {
         const gw_listener_t *l = &c->listeners[i];
-        sl_service_t *svc = sl_http_proxy_service_new(sl_server_conf(gw->server), &gw_hooks, gw);
+        sl_service_t *svc =
+            l->tcp ? gw_tcp_service_new(gw, i, &gw->tcp[i])
+                   : sl_http_proxy_service_new(sl_server_conf(gw->server), &gw_hooks, gw);
         int rc;
         if (l->tls) {
             if (!(gw->tls[i] = listener_tls(l, c, err)))

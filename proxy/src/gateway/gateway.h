@@ -195,8 +195,11 @@ typedef struct gw_listener_tls {
 typedef struct gw_listener {
     char *name;
     char *listen;   /* "0.0.0.0:8080", "unix:/path" */
-    char *protocol; /* "http" */
+    char *protocol; /* "http" or "tcp" */
     gw_listener_tls_t *tls;
+    bool tcp;                    /* protocol: tcp (layer 4 to `upstream`) */
+    char *upstream;              /* tcp: the upstream's name */
+    gw_upstream_t *tcp_upstream; /* tcp: that upstream in this snapshot */
 } gw_listener_t;
 
 /* ---- the snapshot ------------------------------------------------------------------------ */

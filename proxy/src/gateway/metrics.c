@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gateway/runtime.h"
+#include "sluice/tcp.h"
 #include "util/hmap.h"
 #include "util/mem.h"
 
@@ -291,6 +292,50 @@ static void render_requests(gateway_t *gw, out_t *o)
     sl_hmap_free(&sum);
 }
 
+/* `protocol: tcp` listeners, from their services' counters (bytes count as they flow). */
+static void render_tcp(gateway_t *gw, out_t *o)
+{
+    static const char *const head[] = {
+        "# HELP sluice_tcp_connections_total TCP proxy client connections accepted, by "
+        "listener.\n# TYPE sluice_tcp_connections_total counter\n",
+        "# HELP sluice_tcp_connections_active TCP proxy client connections open now (connecting "
+        "or forwarding), by listener.\n# TYPE sluice_tcp_connections_active gauge\n",
+        "# HELP sluice_tcp_bytes_total Bytes forwarded by TCP listeners: in = received from "
+        "clients, out = received from upstreams.\n# TYPE sluice_tcp_bytes_total counter\n",
+        "# HELP sluice_tcp_connect_failures_total Upstream connect attempts of TCP listeners that "
+        "failed (refused, unreachable, timed out), retries included.\n"
+        "# TYPE sluice_tcp_connect_failures_total counter\n",
+    };
+    const gw_config_t *c = gw->current;
+    for (size_t m = 0; m < SL_ARRAY_LEN(head); m++) {
+        bool any = false;
+        for (size_t i = 0; gw->tcp && i < gw->n_services && i < c->n_listeners; i++) {
+            if (!gw->tcp[i])
+                continue;
+            if (!any)
+                outf(o, "%s", head[m]);
+            any = true;
+            sl_tcp_stats_t st;
+            sl_tcp_proxy_stats(gw->services[i], &st);
+            char e[512];
+            esc(c->listeners[i].name, e, sizeof(e));
+            if (m == 0)
+                outf(o, "sluice_tcp_connections_total{listener=\"%s\"} %llu\n", e,
+                     (unsigned long long)st.accepted);
+            else if (m == 1)
+                outf(o, "sluice_tcp_connections_active{listener=\"%s\"} %ld\n", e, st.open);
+            else if (m == 2)
+                outf(o,
+                     "sluice_tcp_bytes_total{listener=\"%s\",direction=\"in\"} %llu\n"
+                     "sluice_tcp_bytes_total{listener=\"%s\",direction=\"out\"} %llu\n",
+                     e, (unsigned long long)st.bytes_in, e, (unsigned long long)st.bytes_out);
+            else
+                outf(o, "sluice_tcp_connect_failures_total{listener=\"%s\"} %llu\n", e,
+                     (unsigned long long)st.connect_failed);
+        }
+    }
+}
+
 char *gw_metrics_render(gateway_t *gw, size_t *len)
 {
     out_t o = {sl_xmalloc(8192), 0, 8192};
@@ -321,6 +366,8 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
 
     sl_http_stats_t st, total = {0};
     for (size_t i = 0; i < gw->n_services; i++) {
+        if (gw->tcp && gw->tcp[i])
+            continue; /* TCP listeners have their own metrics (render_tcp) */
         sl_http_proxy_stats(gw->services[i], &st);
         total.accepted += st.accepted;
         total.requests += st.requests;
@@ -346,6 +393,7 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
          "# TYPE sluice_connections_accepted_total counter\n"
          "sluice_connections_accepted_total %llu\n",
          (unsigned long long)total.accepted);
+    render_tcp(gw, &o);
     outf(&o,
          "# HELP sluice_config_reloads_total Configuration changes, by result.\n"
          "# TYPE sluice_config_reloads_total counter\n"

@@ -18,6 +18,7 @@ typedef struct gw_wsnap {
 } gw_wsnap_t;
 
 typedef struct gw_metrics gw_metrics_t;
+typedef struct gw_tcp_listener gw_tcp_listener_t;
 typedef struct gw_admin gw_admin_t;
 typedef struct gw_discovery gw_discovery_t;
 
@@ -34,8 +35,9 @@ struct gateway {
     cJSON *file_doc;       /* the gateway part of the file as last loaded */
     gw_worker_t *workers;
     size_t n_workers;
-    sl_service_t **services; /* one HTTP proxy service per listener */
+    sl_service_t **services; /* one proxy service per listener (HTTP, or TCP: see tcp) */
     size_t n_services;
+    gw_tcp_listener_t **tcp; /* per listener: the TCP proxy's state, NULL for HTTP */
     sl_tls_settings_t **tls; /* per listener (NULL: plain); certificates swap with configs */
     gw_admin_t *admin;
     gw_discovery_t *discovery;
@@ -65,6 +67,11 @@ void gw_metrics_request(gw_metrics_t *m, const char *route, const char *upstream
                         sl_str_t method, uint64_t duration_ns, uint64_t connect_ns, bool reused);
 /* Admin thread: the Prometheus text of every worker's metrics and the gateway's gauges. */
 char *gw_metrics_render(gateway_t *gw, size_t *len);
+
+/* tcp_listener.c: a `protocol: tcp` listener's service (the TCP proxy with the gateway's
+ * hooks); *out is its state, freed by gw_tcp_listener_free after the server ended. */
+sl_service_t *gw_tcp_service_new(gateway_t *gw, size_t listener, gw_tcp_listener_t **out);
+void gw_tcp_listener_free(gw_tcp_listener_t *tl);
 
 /* admin.c */
 int gw_admin_start(gateway_t *gw, uv_loop_t *loop, sl_error_t *err);
