@@ -103,6 +103,7 @@ class MockUpstream:
         class Server(socketserver.ThreadingTCPServer):
             allow_reuse_address = True
             daemon_threads = True
+            request_queue_size = 512  # many concurrent upstream connections (HTTP/2 tests)
 
         self.server = Server((host, port), Handler)
         self.port = self.server.server_address[1]

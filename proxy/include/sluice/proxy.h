@@ -76,6 +76,11 @@ typedef struct sl_http_options {
     size_t max_requests_per_conn;  /* 0: unlimited */
     bool add_forwarded_headers;    /* X-Forwarded-For/-Proto/-Host (default true) */
     const char *error_format;      /* "json" (default), "html" or "text" */
+    /* HTTP/2 clients: over TLS when ALPN chose h2; on plain listeners by prior knowledge or
+     * Upgrade: h2c when h2c is set (default true). */
+    bool h2c;
+    uint32_t h2_max_concurrent_streams; /* SETTINGS_MAX_CONCURRENT_STREAMS (default 128) */
+    uint32_t h2_initial_window_size;    /* per stream receive window (default 256 KiB) */
 } sl_http_options_t;
 
 /* An HTTP proxy service (Pingora's http_proxy_service): conf gives the pool size and retry

@@ -7,6 +7,7 @@
 #include "core/core.h"
 #include "http/proxy_impl.h"
 #include "io/stream_impl.h"
+#include "sluice/tls.h"
 #include "util/mem.h"
 #include "util/timeout.h"
 
@@ -17,6 +18,8 @@ enum { TIMER_NONE, TIMER_HEADER, TIMER_BODY, TIMER_KEEPALIVE };
 
 static const llhttp_settings_t *request_settings(void);
 static void down_process(h1_down_t *d);
+static bool wants_h2c(h1_down_t *d);
+static void to_h2(h1_down_t *d, sl_iobuf_t *b);
 static void down_close(h1_down_t *d, bool graceful);
 static const sl_down_ops_t h1_down_ops;
 
@@ -604,6 +607,94 @@ static int build_request(h1_down_t *d, sl_session_t *s)
     return 0;
 }
 
+/* ---- HTTP/2 on a plain connection --------------------------------------------------------- */
+
+static const hdr_off_t *find_hdr(h1_down_t *d, const char *name)
+{
+    const char *base = d->p->in.data + d->p->msg_start;
+    for (size_t i = 0; i < d->p->n_hdrs; i++) {
+        const hdr_off_t *h = &d->p->hdrs[i];
+        if (sl_str_ieq_cstr((sl_str_t){base + h->name_off, h->name_len}, name))
+            return h;
+    }
+    return NULL;
+}
+
+static sl_str_t hdr_value(h1_down_t *d, const hdr_off_t *h)
+{
+    return (sl_str_t){d->p->in.data + d->p->msg_start + h->val_off, h->val_len};
+}
+
+/* Upgrade: h2c (RFC 7540 3.2) on a request without a body, in origin form. */
+static bool wants_h2c(h1_down_t *d)
+{
+    if (!d->base.hw->svc->opts.h2c || sl_stream_is_tls(d->base.stream) ||
+        d->p->parser.http_major != 1 || d->p->parser.http_minor != 1)
+        return false;
+    const hdr_off_t *up = find_hdr(d, "upgrade"), *set = find_hdr(d, "http2-settings"),
+                    *conn = find_hdr(d, "connection");
+    if (!up || !set || !conn || !find_hdr(d, "host"))
+        return false;
+    const char *url = d->p->in.data + d->p->msg_start + d->p->url_off;
+    return d->p->url_len && url[0] == '/' && sl__str_has_token(hdr_value(d, up), SL_STR("h2c")) &&
+           sl__str_has_token(hdr_value(d, conn), SL_STR("upgrade")) &&
+           sl__str_has_token(hdr_value(d, conn), SL_STR("http2-settings"));
+}
+
+/* The connection becomes HTTP/2: by prior knowledge (b NULL: everything buffered is HTTP/2)
+ * or by upgrade (the request just parsed is stream 1; what follows it is HTTP/2). */
+static void to_h2(h1_down_t *d, sl_iobuf_t *b)
+{
+    sl_http_worker_t *hw = d->base.hw;
+    struct sockaddr_storage peer;
+    memset(&peer, 0, sizeof(peer));
+    memcpy(&peer, &d->peer, sizeof(d->peer));
+    /* This HTTP/1.1 state is done; the stream (and its memory) goes on as HTTP/2. */
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        hw->conns = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->prev = d->next = NULL;
+    disarm(d);
+    stop_reading(d);
+    d->state = DOWN_CLOSING;
+    sl_iobuf_t *in = &d->p->in;
+    if (!b) {
+        sl__h2_down_takeover(hw, d->base.stream, (const struct sockaddr *)&peer, in->data, in->len);
+        parse_put(d);
+        return;
+    }
+    const char *base = in->data + d->p->msg_start;
+    sl_request_header_t req;
+    memset(&req, 0, sizeof(req));
+    req.method = (sl_str_t){base + d->p->method_off, d->p->method_len};
+    req.uri = (sl_str_t){base + d->p->url_off, d->p->url_len};
+    req.headers.n = req.headers.cap = d->p->n_hdrs;
+    req.headers.items = sl_xcalloc(d->p->n_hdrs ? d->p->n_hdrs : 1, sizeof(sl_header_t));
+    for (size_t i = 0; i < d->p->n_hdrs; i++) {
+        const hdr_off_t *h = &d->p->hdrs[i];
+        req.headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
+        req.headers.items[i].value = hdr_value(d, h);
+    }
+    sl_str_t settings = hdr_value(d, find_hdr(d, "http2-settings"));
+    int rc = sl__h2_down_upgrade(hw, d->base.stream, (const struct sockaddr *)&peer, settings, &req,
+                                 in->data + in->parsed, in->len - in->parsed);
+    free(req.headers.items);
+    if (rc) {
+        /* A bad HTTP2-Settings: the connection was not switched; refuse the request. */
+        d->state = DOWN_ACTIVE;
+        d->next = hw->conns;
+        if (hw->conns)
+            hw->conns->prev = d;
+        hw->conns = d;
+        sl__session_reject(&d->base, SL_EPARSE);
+        return;
+    }
+    parse_put(d);
+}
+
 /* Runs the parser over buffered bytes until it needs the session (headers done, body
  * delivered, message done) or runs out of bytes. */
 static void down_process(h1_down_t *d)
@@ -619,6 +710,17 @@ static void down_process(h1_down_t *d)
             break; /* the session is not ready for more */
         if (b->parsed == b->len)
             break;
+        if (d->state == DOWN_IDLE && d->requests == 0 && b->parsed == 0 &&
+            d->base.hw->svc->opts.h2c && !sl_stream_is_tls(d->base.stream)) {
+            /* HTTP/2 by prior knowledge (RFC 9113 3.3) on a plain listener. */
+            int m = sl__h2_preface_match(b->data, b->len);
+            if (m == 0)
+                break; /* a part of the preface: wait for the rest */
+            if (m == 1) {
+                to_h2(d, NULL);
+                return;
+            }
+        }
         if (d->state == DOWN_IDLE) {
             d->state = DOWN_HEADERS;
             d->p->msg_start = b->parsed;
@@ -646,6 +748,10 @@ static void down_process(h1_down_t *d)
             return;
         }
         b->parsed += used;
+        if (d->p->headers_done && !s && d->p->message_done && wants_h2c(d)) {
+            to_h2(d, b);
+            return;
+        }
         if (d->p->headers_done && !s) {
             d->p->headers_done = false;
             if (!d->p->message_done && b->cap < SL_IOBUF_SIZE)

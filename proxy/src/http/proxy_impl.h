@@ -81,7 +81,9 @@ struct sl_http_worker {
     sl_session_t *free_sessions;
     size_t n_free_sessions;
     sl_pool_t *pool;
-    h1_down_t *conns; /* every downstream connection, for shutdown */
+    h1_down_t *conns;        /* every HTTP/1.1 client connection, for shutdown */
+    struct h2_conn *h2conns; /* every HTTP/2 client connection */
+    char *h2_rbuf;           /* HTTP/2 reads (nghttp2 consumes them at once) */
     h1_parse_t *free_parse;
     size_t n_free_parse;
     size_t bind_next; /* rotation over client_bind_to addresses */
@@ -358,6 +360,22 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream);
 void sl__down_shutdown_all(sl_http_worker_t *hw, bool expired);
 /* Frees the worker's recycled parse states (worker stop). */
 void sl__down_free_parse_list(sl_http_worker_t *hw);
+
+/* h2_down.c */
+void sl__h2_init(void); /* once, before workers run */
+/* A client that chose h2 by ALPN. */
+void sl__h2_down_new(sl_http_service_t *svc, sl_stream_t *stream);
+/* A plain connection that started with the HTTP/2 preface (pre: the bytes read so far). */
+void sl__h2_down_takeover(sl_http_worker_t *hw, sl_stream_t *stream, const struct sockaddr *peer,
+                          const char *pre, size_t pre_len);
+/* Upgrade: h2c on a bodiless HTTP/1.1 request: answers 101 and serves req as stream 1; rest are
+ * bytes that followed the request. Returns 0, or SL_EPARSE for a bad HTTP2-Settings. */
+int sl__h2_down_upgrade(sl_http_worker_t *hw, sl_stream_t *stream, const struct sockaddr *peer,
+                        sl_str_t settings, const sl_request_header_t *req, const char *rest,
+                        size_t rest_len);
+void sl__h2_down_shutdown_all(sl_http_worker_t *hw, bool expired);
+/* 1: p starts with the whole client preface, 0: with a part of it, -1: not at all. */
+int sl__h2_preface_match(const char *p, size_t n);
 
 /* h1_up.c */
 /* Takes an idle pooled connection for the session's peer (and TLS context), or NULL. */

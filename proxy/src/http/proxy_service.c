@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 #include "http/proxy_impl.h"
+#include "sluice/tls.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "proxy"
@@ -21,12 +22,14 @@ static void on_shutdown(sl_shutdown_sub_t *sub)
     sl_http_worker_t *hw = sl_container_of(sub, sl_http_worker_t, on_shutdown);
     hw->shutting_down = true;
     sl__down_shutdown_all(hw, false);
+    sl__h2_down_shutdown_all(hw, false);
 }
 
 static void on_expired(sl_shutdown_sub_t *sub)
 {
     sl_http_worker_t *hw = sl_container_of(sub, sl_http_worker_t, on_expired);
     sl__down_shutdown_all(hw, true);
+    sl__h2_down_shutdown_all(hw, true);
 }
 
 static void worker_start(void *data, sl_worker_t *w)
@@ -53,7 +56,10 @@ static void worker_stop(void *data, sl_worker_t *w)
     sl_shutdown_unsubscribe(&hw->on_expired);
     hw->shutting_down = true;
     sl__down_shutdown_all(hw, true);
+    sl__h2_down_shutdown_all(hw, true);
     sl__pool_free(hw->pool);
+    free(hw->h2_rbuf);
+    hw->h2_rbuf = NULL;
     hw->pool = NULL;
     /* Connections and pooled upstreams close asynchronously; buffers they return after this
      * point are freed rather than pooled (see sl__iobuf_put with hw->free_bufs == NULL). */
@@ -77,7 +83,11 @@ static void worker_stop(void *data, sl_worker_t *w)
 
 static void process_new(void *data, sl_stream_t *stream, sl_shutdown_watch_t *shutdown)
 {
-    sl__down_new(data, stream);
+    const char *alpn = sl_stream_alpn(stream);
+    if (alpn && strcmp(alpn, "h2") == 0)
+        sl__h2_down_new(data, stream);
+    else
+        sl__down_new(data, stream);
 }
 
 static void service_free(void *data)
@@ -121,6 +131,7 @@ static struct sockaddr_storage *parse_binds(char *const *list, size_t n, int fam
 sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_proxy_hooks_t *hooks,
                                         void *app)
 {
+    sl__h2_init();
     sl_http_service_t *svc = sl_xcalloc(1, sizeof(*svc));
     svc->hooks = *hooks;
     svc->app = app;
@@ -145,6 +156,9 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
     o->max_requests_per_conn = 0;
     o->add_forwarded_headers = true;
     o->error_format = "json";
+    o->h2c = true;
+    o->h2_max_concurrent_streams = 128;
+    o->h2_initial_window_size = 256 * 1024;
     static const sl_server_app_t app_vt = {
         .process_new = process_new,
         .worker_start = worker_start,

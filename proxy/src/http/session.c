@@ -260,9 +260,12 @@ static int write_request_body(sl_session_t *s, uv_buf_t *iov, size_t n, bool end
     if (k == 0 && !end)
         return 0;
     int tag = refs_down ? WTAG_DOWN_BUF : WTAG_NONE;
-    int rc = s->up->ops->request_write(s, out, k, end, tag);
-    if (rc == 0 && refs_down)
+    /* Held before the write: its completion may come before the call returns. */
+    if (refs_down)
         s->down->ops->hold(s->down);
+    int rc = s->up->ops->request_write(s, out, k, end, tag);
+    if (rc && refs_down)
+        s->down->ops->unhold(s->down);
     return rc;
 }
 
@@ -531,9 +534,13 @@ static void prepare_response_head(sl_session_t *s)
 
 static int write_down(sl_session_t *s, const uv_buf_t *out, unsigned k, bool end, bool refs_up)
 {
-    int rc = s->down->ops->response_write(s, out, k, end, refs_up ? WTAG_UP_BUF : WTAG_NONE);
-    if (rc == 0 && refs_up && s->up)
+    refs_up = refs_up && s->up;
+    /* Held before the write: its completion may come before the call returns. */
+    if (refs_up)
         s->up->ops->hold(s->up);
+    int rc = s->down->ops->response_write(s, out, k, end, refs_up ? WTAG_UP_BUF : WTAG_NONE);
+    if (rc && refs_up && s->up)
+        s->up->ops->unhold(s->up);
     return rc;
 }
 
