@@ -271,3 +271,19 @@ def test_upstream_tls_sni_verify_and_mtls(procs, tmp_path, certs, nginx_tls):
     _, a = says("/adv")
     _, b = says("/adv")
     assert a["conn"] == b["conn"]
+
+
+def test_h2_by_alpn_on_tls_listeners_and_h2c_on_plain(procs, tmp_path, certs, up1):
+    cert = [{"cert": str(certs / "server.crt"), "key": str(certs / "server.key")}]
+    g = tls_gateway(procs, tmp_path, certs, up1, {"certificates": cert})
+    r = https(g.tls_port, "/h2", "localhost", certs, ["-i", "--http2"])
+    assert r.stdout.startswith(b"HTTP/2 200"), r.stdout[:100]
+    assert up1.last().target == "/h2" and up1.last().header("x-forwarded-proto") == "https"
+    r = subprocess.run(["curl", "-sS", "-i", "--http2-prior-knowledge", f"{g.url}/h2c"],
+                       capture_output=True, timeout=30)
+    assert r.stdout.startswith(b"HTTP/2 200") and up1.last().target == "/h2c"
+    # alpn without h2: HTTP/1.1 only
+    g2 = tls_gateway(procs, tmp_path / "g2" if (tmp_path / "g2").mkdir() is None else tmp_path,
+                     certs, up1, {"certificates": cert, "alpn": ["http/1.1"]})
+    r = https(g2.tls_port, "/", "localhost", certs, ["-i", "--http2"])
+    assert r.stdout.startswith(b"HTTP/1.1 200"), r.stdout[:100]

@@ -167,7 +167,9 @@ static int parse_listener_tls(gw_listener_t *gl, const cJSON *l, const char *pat
     char **alpn = NULL;
     size_t n_alpn = 0;
     bool h1 = true;
+    t->h2 = true; /* default: [h2, http/1.1] */
     if (cJSON_GetObjectItemCaseSensitive(v, "alpn")) {
+        t->h2 = false;
         if ((rc = sl__cfg_get_str_list(v, p, "alpn", &alpn, &n_alpn, err)))
             return rc;
         h1 = false;
@@ -188,8 +190,6 @@ static int parse_listener_tls(gw_listener_t *gl, const cJSON *l, const char *pat
             return sl_error_set(err, SL_ECONFIG,
                                 "%s.alpn: http/1.1 is required (clients without ALPN speak it)", p);
     }
-    if (t->h2)
-        return sl_error_set(err, SL_ECONFIG, "%s.alpn: h2 is not supported by this build yet", p);
     if (t->client_ca) {
         /* Load it now so a bad file is refused with the configuration. */
         sl_tls_settings_t *probe = sl_tls_settings_new();
