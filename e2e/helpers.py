@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD = ROOT / "build"
+# SLUICE_BUILD: run the tests against another build tree (e.g. a private `make B=/tmp/x SAN=1`).
+BUILD = Path(os.environ.get("SLUICE_BUILD", ROOT / "build"))
 SLUICE = BUILD / "sluice"
 WATCHER = BUILD / "sluice-watcher"
 PYTHON = "/usr/bin/python3"

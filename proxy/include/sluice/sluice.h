@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "conf.h"
+#include "dns.h"
 #include "error.h"
 #include "log.h"
 #include "http.h"

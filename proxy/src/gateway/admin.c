@@ -255,6 +255,8 @@ static void get_upstreams(admin_conn_t *c)
             cJSON *b = cJSON_CreateObject();
             cJSON_AddStringToObject(b, "address", u->backends[k].address);
             cJSON_AddNumberToObject(b, "weight", u->backends[k].weight);
+            if (u->backends[k].host) /* a host name, or an address a watched name resolved to */
+                cJSON_AddStringToObject(b, "name", u->backends[k].host);
             /* No health checks configured: every backend is in rotation. */
             cJSON_AddStringToObject(b, "health", "unchecked");
             cJSON_AddItemToArray(bs, b);

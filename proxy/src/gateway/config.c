@@ -11,6 +11,7 @@
 
 #include "core/core.h"
 #include "gateway/gateway.h"
+#include "gateway/upstream_dns.h"
 #include "util/cfg.h"
 #include "util/hmap.h"
 #include "util/mem.h"
@@ -24,7 +25,7 @@ const char *const gw_dynamic_keys[] = {"upstreams", "routes", "errors", "certifi
 
 static const char *const listener_keys[] = {"name", "listen", "protocol", "tls", "upstream", NULL};
 static const char *const upstream_keys[] = {"backends", "lb",       "discovery", "protocol", "host",
-                                            "tls",      "timeouts", "tunnel",    NULL};
+                                            "tls",      "timeouts", "tunnel",    "dns",      NULL};
 static const char *const listener_tls_keys[] = {"certificates", "alpn", "client_ca",
                                                 "handshake_timeout", NULL};
 static const char *const upstream_tls_keys[] = {"sni", "verify", "ca", "cert", "key", NULL};
@@ -36,7 +37,6 @@ static const char *const match_keys[] = {"host", "path", "path_type", "methods",
 static const char *const respond_keys[] = {"status", "body", "headers", NULL};
 static const char *const errors_keys[] = {"format", NULL};
 static const char *const admin_keys[] = {"listen", "token", NULL};
-static const char *const dns_keys[] = {"servers", NULL};
 
 /* ---- rotation state shared across snapshots ---------------------------------------------- */
 
@@ -243,6 +243,13 @@ static int resolve_listener_upstreams(gw_config_t *c, sl_error_t *err)
                                 "listeners[%zu].upstream: unknown upstream \"%s\" (tcp listener "
                                 "\"%s\" forwards to it: every configuration must define it)",
                                 i, l->upstream, l->name);
+        for (size_t k = 0; k < l->tcp_upstream->n_backends; k++)
+            if (l->tcp_upstream->backends[k].host)
+                return sl_error_set(err, SL_ECONFIG,
+                                    "upstreams.%s.backends[%zu]: \"%s\": tcp listener \"%s\" "
+                                    "forwards to this upstream, and tcp listeners do not resolve "
+                                    "host names yet (use ip:port)",
+                                    l->upstream, k, l->tcp_upstream->backends[k].address, l->name);
     }
     return 0;
 }
@@ -418,6 +425,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     free(proto);
     if (rc || (rc = sl__cfg_get_str(v, p, "host", false, &u->host, err)) ||
         (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = parse_upstream_tls(u, v, p, err)) ||
+        (rc = gw_upstream_dns_parse(u, v, p, err)) ||
         (rc = not_yet(v, p, "tunnel", "a CONNECT tunnel", err)))
         return rc;
     if (u->host && !valid_host(u->host, false))
@@ -794,31 +802,7 @@ static int parse_misc(gw_config_t *c, const cJSON *root, sl_error_t *err)
     if ((rc = gw_certs_parse_list(cJSON_GetObjectItemCaseSensitive(root, "certificates"),
                                   "certificates", true, &c->certs, &c->n_certs, err)))
         return rc;
-    const cJSON *d = cJSON_GetObjectItemCaseSensitive(root, "dns");
-    if (d && !cJSON_IsNull(d)) {
-        if ((rc = sl__cfg_check_keys(d, "dns", dns_keys, err)) ||
-            (rc = sl__cfg_get_str_list(d, "dns", "servers", &c->dns_servers, &c->n_dns_servers,
-                                       err)))
-            return rc;
-        for (size_t i = 0; i < c->n_dns_servers; i++) {
-            /* "ip" or "ip:port" / "[v6]:port" */
-            const char *v = c->dns_servers[i];
-            char buf[80];
-            unsigned char tmp[16];
-            bool ok = inet_pton(AF_INET, v, tmp) == 1 || inet_pton(AF_INET6, v, tmp) == 1;
-            if (!ok) {
-                sl_endpoint_t ep;
-                memset(&ep, 0, sizeof(ep));
-                ok = strlen(v) < sizeof(buf) && sl__endpoint_parse(&ep, v, NULL) == 0 &&
-                     ep.kind == SL_EP_TCP && ep.bound_port > 0;
-            }
-            if (!ok)
-                return sl_error_set(err, SL_ECONFIG,
-                                    "dns.servers[%zu]: \"%s\" is not ip, ip:port or [ipv6]:port", i,
-                                    v);
-        }
-    }
-    return 0;
+    return gw_dns_conf_parse(c, root, err);
 }
 
 /* ---- canonical JSON and hash ------------------------------------------------------------- */

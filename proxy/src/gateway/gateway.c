@@ -5,6 +5,7 @@
 
 #include "gateway/filters/filters.h"
 #include "gateway/runtime.h"
+#include "gateway/upstream_dns.h"
 #include "core/core.h"
 #include "util/cfg.h"
 #include "util/mem.h"
@@ -20,7 +21,8 @@ typedef struct gw_ctx {
     gw_route_t *route;
     gw_upstream_t *upstream;
     const gw_backend_t *backend;
-    char *scratch; /* the route's filters' per-request memory */
+    char *scratch;     /* the route's filters' per-request memory */
+    gw_dns_req_t *dns; /* host name backends: the lookup's state (upstream_dns.c) */
 } gw_ctx_t;
 
 static gw_worker_t *worker_of(sl_session_t *s)
@@ -51,6 +53,7 @@ static void *new_ctx(sl_session_t *s)
 static void free_ctx(sl_session_t *s, void *ctx)
 {
     gw_ctx_t *c = ctx;
+    gw_dns_req_end(c->dns);
     snap_put(c->snap);
 }
 
@@ -111,14 +114,16 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         return SL_ENOUPSTREAM;
     sl_peer_init(peer);
     memcpy(&peer->addr, &c->backend->addr, c->backend->addr_len);
-    peer->addr_len = c->backend->addr_len;
+    peer->addr_len = c->backend->addr_len; /* 0 for a host name: resolved below */
     const gw_timeouts_t *rt = &c->route->timeouts, *ut = &u->timeouts;
     sl_peer_options_t *o = &peer->options;
     o->connect_timeout_ms = pick_timeout(rt->connect, ut->connect, o->connect_timeout_ms);
     o->read_timeout_ms = pick_timeout(rt->read, ut->read, o->read_timeout_ms);
     o->write_timeout_ms = pick_timeout(rt->write, ut->write, o->write_timeout_ms);
     o->idle_timeout_ms = pick_timeout(rt->idle, ut->idle, o->idle_timeout_ms);
-    const char *name = u->tls && u->tls->sni ? u->tls->sni : u->host;
+    const char *name = u->tls && u->tls->sni ? u->tls->sni
+                       : u->host             ? u->host
+                                             : gw_backend_name(c->backend);
     if (name) {
         size_t n = strlen(name);
         if (n >= sizeof(peer->sni))
@@ -133,6 +138,8 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         o->client_cert = u->tls->cert;
         o->client_key = u->tls->key;
     }
+    if (!peer->addr_len)
+        return gw_dns_peer(s, &c->dns, u, c->backend, peer);
     return SL_CONTINUE;
 }
 
@@ -140,7 +147,8 @@ static int fail_to_connect(sl_session_t *s, void *ctx, const sl_peer_t *peer, in
 {
     gw_ctx_t *c = ctx;
     /* Nothing was sent yet: another backend may answer. Only worth it with more than one. */
-    if (c->upstream && c->upstream->n_backends > 1)
+    bool other_address = gw_dns_retry(c->dns, peer);
+    if (c->upstream && (c->upstream->n_backends > 1 || other_address))
         sl_session_set_retry(s, true);
     return err;
 }
@@ -179,7 +187,10 @@ static int response_body_filter(sl_session_t *s, void *ctx, sl_body_t *body, boo
 static int fail_to_proxy(sl_session_t *s, void *ctx, int err)
 {
     const char *reason = sl_session_error_reason(s);
-    int status = err == SL_ECUSTOM ? gw_filter_reason_status(reason) : 0;
+    int status = gw_dns_fail(s, ((gw_ctx_t *)ctx)->dns, err);
+    if (status)
+        return status; /* a host name that did not resolve: 502 saying why */
+    status = err == SL_ECUSTOM ? gw_filter_reason_status(reason) : 0;
     if (status) {
         sl_session_respond_error(s, status, reason);
         return status;
@@ -256,6 +267,7 @@ void gw_publish(gateway_t *gw, gw_config_t *c, const char *source)
 {
     c->generation = ++gw->generation;
     gw_config_t *old = gw->current;
+    gw_dns_prepare(gw, c); /* watched host names become their current addresses */
     if (!gw_certs_same(old, c))
         swap_certs(gw, c);
     gw_certs_cache_keep(c);
@@ -462,6 +474,7 @@ gateway_t *gw_new(sl_server_t *server, gw_config_t *initial, const cJSON *file_d
         gw->workers[i].metrics = gw_metrics_new();
         gw->workers[i].snap = wsnap_new(&gw->workers[i], gw_config_ref(initial));
     }
+    gw_dns_init(gw);
     return gw;
 }
 
@@ -478,6 +491,7 @@ void gw_free(gateway_t *gw)
         gw_metrics_free(gw->workers[i].metrics);
     }
     free(gw->workers);
+    gw_dns_free(gw);
     free(gw->services);
     for (size_t i = 0; gw->tcp && i < gw->n_services; i++)
         gw_tcp_listener_free(gw->tcp[i]);

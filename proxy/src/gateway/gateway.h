@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include "sluice/conf.h"
+#include "sluice/dns.h"
 #include "sluice/proxy.h"
 #include "sluice/tls.h"
 
@@ -34,10 +35,15 @@ typedef struct gw_timeouts {
 /* ---- upstreams --------------------------------------------------------------------------- */
 
 typedef struct gw_backend {
-    char *address;                /* as written: "172.28.0.20:8080", "unix:/path" */
-    struct sockaddr_storage addr; /* resolved */
+    char *address; /* as written: "172.28.0.20:8080", "unix:/path", "blue.local:8080"; for an
+                    * address a watched name resolved to, that address ("10.0.0.1:8080") */
+    struct sockaddr_storage addr; /* addr_len 0: a host name resolved per request */
     unsigned addr_len;
-    uint32_t weight; /* >= 1 */
+    uint32_t weight;     /* >= 1 */
+    char *host;          /* host name backends (and the addresses of watched names): the name, the
+                          * default SNI; NULL for ip:port and unix:/path */
+    uint16_t port;       /* with host: the port */
+    _Atomic uint32_t rr; /* a name resolved per request: rotation over its addresses */
 } gw_backend_t;
 
 typedef enum gw_lb { GW_LB_ROUND_ROBIN } gw_lb_t;
@@ -73,12 +79,14 @@ struct gw_upstream {
     gw_proto_t protocol;
     gw_upstream_tls_t *tls; /* NULL: plain */
     gw_timeouts_t timeouts;
+    bool dns_watch;       /* dns.watch: host names are followed and their addresses are backends */
+    int dns_family;       /* dns.family: AF_UNSPEC (any), AF_INET, AF_INET6 */
     char *discovery_file; /* NULL: no file discovery */
     uint64_t discovery_interval_ms;
     gw_upstream_state_t *state;
 };
 
-/* Parses one backend entry ("ip:port", "unix:/p", {address, weight}). */
+/* Parses one backend entry ("ip:port", "name:port", "unix:/p", {address, weight}). */
 int gw_backend_parse(const cJSON *v, const char *path, gw_backend_t *out, sl_error_t *err);
 void gw_backend_free(gw_backend_t *b);
 /* Computes the rotation of u's backends (call after filling them). */
@@ -219,7 +227,8 @@ struct gw_config {
     char *admin_token; /* "" or NULL: no token */
     char **dns_servers;
     size_t n_dns_servers;
-    gw_cert_t *certs; /* the dynamic `certificates`, for every TLS listener */
+    sl_dns_options_t dns; /* the resolvers' options (dns.*; servers point to dns_servers) */
+    gw_cert_t *certs;     /* the dynamic `certificates`, for every TLS listener */
     size_t n_certs;
     struct sl_hmap *upstream_index; /* name -> gw_upstream_t* */
     cJSON *json;                    /* the effective document, canonical (GET /config) */

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "gateway/runtime.h"
+#include "gateway/upstream_dns.h"
 #include "sluice/tcp.h"
 #include "util/hmap.h"
 #include "util/mem.h"
@@ -394,6 +395,9 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
          "sluice_connections_accepted_total %llu\n",
          (unsigned long long)total.accepted);
     render_tcp(gw, &o);
+    char *dns = gw_dns_metrics(gw);
+    outf(&o, "%s", dns);
+    free(dns);
     outf(&o,
          "# HELP sluice_config_reloads_total Configuration changes, by result.\n"
          "# TYPE sluice_config_reloads_total counter\n"

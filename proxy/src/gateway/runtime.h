@@ -41,6 +41,7 @@ struct gateway {
     sl_tls_settings_t **tls; /* per listener (NULL: plain); certificates swap with configs */
     gw_admin_t *admin;
     gw_discovery_t *discovery;
+    struct gw_dns *dns; /* host name backends: resolvers and watches (upstream_dns.c) */
     uint64_t generation;
     uint64_t last_apply_us; /* parse + publish time of the last change (control thread) */
     _Atomic uint64_t reloads_ok, reloads_failed;

@@ -1,6 +1,8 @@
 /* Upstream backends: parsing, and smooth weighted round robin precomputed as a sequence so a
  * pick is one atomic increment. */
 #include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,20 +16,65 @@
 
 static const char *const backend_keys[] = {"address", "weight", NULL};
 
+/* A DNS host name: dot-separated labels of letters, digits, '-' and '_' (1-63 characters, not
+ * starting or ending with '-'), 253 characters at most, an optional final dot; the last label
+ * is not all digits (so a mistyped IP address is not looked up as a name). */
+static bool valid_dns_name(const char *h, size_t n)
+{
+    if (n && h[n - 1] == '.')
+        n--;
+    if (!n || n > 253)
+        return false;
+    size_t label = 0;
+    bool digits_only = true;
+    for (size_t i = 0; i <= n; i++) {
+        char c = i < n ? h[i] : '.';
+        if (c == '.') {
+            if (!label || label > 63 || h[i - 1] == '-')
+                return false;
+            label = 0;
+            if (i < n)
+                digits_only = true;
+            continue;
+        }
+        if (!isalnum((unsigned char)c) && c != '-' && c != '_')
+            return false;
+        if (c == '-' && label == 0)
+            return false;
+        digits_only &= isdigit((unsigned char)c) != 0;
+        label++;
+    }
+    return !digits_only;
+}
+
+/* "name:port": a host name backend, resolved asynchronously (upstream_dns.c). */
+static int parse_name(const char *a, const char *path, gw_backend_t *out, sl_error_t *err)
+{
+    const char *colon = strrchr(a, ':');
+    if (!colon || colon == a || !valid_dns_name(a, (size_t)(colon - a)))
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s: \"%s\": expected ip:port, name:port or unix:/path", path, a);
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (errno || *end || end == colon + 1 || colon[1] == '-' || colon[1] == '+' || port < 1 ||
+        port > 65535)
+        return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": invalid port (1-65535)", path, a);
+    out->address = sl_xstrdup(a);
+    out->host = sl_xstrndup(a, (size_t)(colon - a));
+    out->port = (uint16_t)port;
+    return 0;
+}
+
 static int parse_address(const char *a, const char *path, gw_backend_t *out, sl_error_t *err)
 {
     sl_endpoint_t ep;
     memset(&ep, 0, sizeof(ep));
     sl_error_t inner;
     if (sl__endpoint_parse(&ep, a, &inner) != 0) {
-        /* Not an IP literal: a host name, which needs the asynchronous resolver. */
-        const char *colon = strrchr(a, ':');
-        if (colon && colon != a && strncmp(a, "unix:", 5) != 0)
-            return sl_error_set(err, SL_ECONFIG,
-                                "%s: \"%s\": host name backends are not supported yet; use "
-                                "ip:port or unix:/path",
-                                path, a);
-        return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": expected ip:port or unix:/path", path, a);
+        if (strncmp(a, "unix:", 5) == 0)
+            return sl_error_set(err, SL_ECONFIG, "%s: %s", path, inner.msg);
+        return parse_name(a, path, out, err);
     }
     if (ep.kind == SL_EP_TCP && ep.bound_port == 0)
         return sl_error_set(err, SL_ECONFIG, "%s: \"%s\": port 0 is not a backend", path, a);
@@ -67,7 +114,9 @@ int gw_backend_parse(const cJSON *v, const char *path, gw_backend_t *out, sl_err
 void gw_backend_free(gw_backend_t *b)
 {
     free(b->address);
+    free(b->host);
     b->address = NULL;
+    b->host = NULL;
 }
 
 void gw_upstream_build_rotation(gw_upstream_t *u)
