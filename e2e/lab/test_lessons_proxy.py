@@ -1,11 +1,14 @@
 """Lessons 6-25 (HTTP/1.1 engine) as the guide verifies them in the lab."""
+import os
+import re
 import time
 
 import pytest
 
-from labkit import LabProcess, curl, lab_run, parse_http
+from labkit import DNS_HOSTS, LabProcess, curl, lab_run, parse_http, service, wait_until
 
-EX = "build/examples/"
+# SLUICE_BUILD: the programs of another build tree (e.g. a private `make B=/tmp/x SAN=1`).
+EX = os.environ.get("SLUICE_BUILD", "build") + "/examples/"
 DEV = "http://172.28.0.10"
 
 
@@ -90,6 +93,42 @@ def test_lesson16_static_peer():
     with proxy("16_static_peer", 6160) as p:
         assert curl("client1", f"{DEV}:6160").stdout == "'Response from BLUE'\n"
         assert 'Connecting to static peer: ("172.28.0.20", 8080)' in p.output
+
+
+def test_lesson17_dns_peer():
+    with proxy("17_dns_peer", 6161) as p:
+        status, headers, body = parse_http(curl("client1", "-i", f"{DEV}:6161").stdout)
+        assert status == 200 and body == "'Response from BLUE'\n"
+        assert headers["x-app-name"] == ["http-echo"]
+        p.wait_output("Resolved blue.pingora.local -> 172.28.0.20:8080")
+        lines = [line for line in p.output.splitlines() if "Resolv" in line]
+        assert lines[0].endswith("INFO  [17_dns_peer] Resolving host: blue.pingora.local:8080")
+        assert lines[1].endswith("INFO  [17_dns_peer] Resolved blue.pingora.local -> "
+                                 "172.28.0.20:8080")
+        # The name is resolved at request time through the lab's dns host: pointing it at Green
+        # there is followed once the cached answer's TTL (5 s) has run out.
+        original = DNS_HOSTS.read_text()
+        try:
+            DNS_HOSTS.write_text(re.sub(r"(?m)^172\.28\.0\.20(\s+blue\.pingora\.local)$",
+                                        r"172.28.0.21\1", original))
+            assert service("reload", "dns").returncode == 0
+            wait_until(lambda: curl("client1", f"{DEV}:6161").stdout == "'Response from GREEN'\n",
+                       timeout=12, interval=0.5, what="the new answer of the lab's DNS")
+            assert "Resolved blue.pingora.local -> 172.28.0.21:8080" in p.output
+        finally:
+            DNS_HOSTS.write_text(original)
+            service("reload", "dns")
+
+
+def test_lesson18_uds_peer():
+    with proxy("18_uds_peer", 6162) as p:
+        status, _, body = parse_http(curl("client1", "-i", f"{DEV}:6162").stdout)
+        assert status == 200 and body == "Hello via UDS"
+        p.wait_output("Forwarding to UDS: /tmp/upstream.sock")
+        assert "Mock Upstream running at /tmp/upstream.sock" in p.output
+        assert "UDS Proxy running on 0.0.0.0:6162" in p.output
+        for _ in range(3):  # the mock closes each connection: a fresh one every time
+            assert curl("client1", f"{DEV}:6162").stdout == "Hello via UDS"
 
 
 def test_lesson19_peer_options():
