@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "http/h2_common.h"
 #include "http/proxy_impl.h"
 #include "util/mem.h"
 #include "util/timeout.h"
@@ -29,7 +30,6 @@
 #define SL_LOG_TAG "h2"
 #include "sluice/log.h"
 
-#define H2_OUT_HIGH   (64 * 1024)  /* stop framing when this much output waits */
 #define H2_READ_PAUSE (512 * 1024) /* stop reading while this much output waits */
 #define H2_RBUF_SIZE  (64 * 1024)
 
@@ -37,13 +37,6 @@ enum { CT_NONE, CT_PREFACE, CT_IDLE, CT_GOAWAY };
 
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
-
-typedef struct h2_piece {
-    const char *p;
-    size_t len;
-    int tag;
-    bool batch_end; /* the last piece of one response_write call */
-} h2_piece_t;
 
 typedef struct h2_done {
     h2_stream_t *st;
@@ -63,14 +56,11 @@ struct h2_conn {
         struct sockaddr_in in;
         struct sockaddr_in6 in6;
     } peer;
-    /* output: wbuf fills while wfly is being written */
-    char *wbuf, *wfly;
-    size_t wlen, wcap, wfly_len, wfly_cap;
+    h2_out_t out;
     h2_done_t *done;
     size_t n_done, cap_done;
     uint32_t open_streams;
-    int in_ng;    /* inside nghttp2 (mem_recv or send): no send from here */
-    bool writing; /* wfly is on the socket */
+    int in_ng; /* inside nghttp2 (mem_recv or send): no send from here */
     bool flushing, want_flush;
     bool reading, read_paused;
     bool goaway;  /* no new streams: shutting down or idle */
@@ -91,13 +81,9 @@ struct h2_stream {
     uint32_t n_hdrs;
     char *authority;
     size_t authority_len;
-    /* response body pieces not yet framed */
-    h2_piece_t *q;
-    size_t qhead, qlen, qcap, queued_bytes;
-    nghttp2_nv *trailers; /* copied at the end of the response, submitted after the data */
-    size_t n_trailers;
-    char *trailer_mem;
-    int pins; /* completions recorded but not dispatched */
+    h2_queue_t q;           /* response body pieces not yet framed */
+    h2_trailers_t trailers; /* copied at the end of the response, sent after the data */
+    int pins;               /* completions recorded but not dispatched */
     bool too_large, bad;
     bool body_hold, recv_end, end_delivered;
     bool resp_submitted, resp_end, resp_all_framed, deferred;
@@ -112,24 +98,12 @@ static void conn_check_end(h2_conn_t *c);
 static void stream_maybe_free(h2_stream_t *st);
 static const sl_down_ops_t h2_down_ops;
 
-/* ---- output buffer ------------------------------------------------------------------------ */
+static void record_done(h2_conn_t *c, h2_stream_t *st, int tag);
 
-static void out_reserve(h2_conn_t *c, size_t more)
+static void batch_done(void *arg, int tag)
 {
-    if (c->wlen + more <= c->wcap)
-        return;
-    size_t cap = c->wcap ? c->wcap : 16384;
-    while (cap < c->wlen + more)
-        cap *= 2;
-    c->wbuf = sl_xrealloc(c->wbuf, cap);
-    c->wcap = cap;
-}
-
-static void out_put(h2_conn_t *c, const void *p, size_t n)
-{
-    out_reserve(c, n);
-    memcpy(c->wbuf + c->wlen, p, n);
-    c->wlen += n;
+    h2_stream_t *st = arg;
+    record_done(st->c, st, tag);
 }
 
 static void record_done(h2_conn_t *c, h2_stream_t *st, int tag)
@@ -218,9 +192,8 @@ static void stream_maybe_free(h2_stream_t *st)
         st->next->prev = st->prev;
     sl_timeout_stop(&st->tmo);
     sl__iobuf_put(c->hw, &st->in);
-    free(st->q);
-    free(st->trailers);
-    free(st->trailer_mem);
+    h2_queue_free(&st->q);
+    h2_trailers_free(&st->trailers);
     free(st->authority);
     free(st);
     if (--c->open_streams == 0 && !c->closing && !c->goaway)
@@ -526,30 +499,18 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int lib
 static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
 {
     h2_conn_t *c = ud;
-    if (c->wlen >= H2_OUT_HIGH)
+    if (h2_out_full(&c->out))
         return NGHTTP2_ERR_WOULDBLOCK;
-    out_put(c, data, len);
+    h2_out_put(&c->out, data, len);
     return (ssize_t)len;
-}
-
-/* Records the completions of zero-length batches at the head of the queue. */
-static void pop_markers(h2_conn_t *c, h2_stream_t *st)
-{
-    while (st->qhead < st->qlen && st->q[st->qhead].len == 0) {
-        if (st->q[st->qhead].batch_end)
-            record_done(c, st, st->q[st->qhead].tag);
-        st->qhead++;
-    }
-    if (st->qhead == st->qlen)
-        st->qhead = st->qlen = 0;
 }
 
 static void set_end(nghttp2_session *ng, h2_stream_t *st, uint32_t *flags)
 {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->n_trailers) {
+    if (st->trailers.n) {
         *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        nghttp2_submit_trailer(ng, st->id, st->trailers, st->n_trailers);
+        nghttp2_submit_trailer(ng, st->id, st->trailers.nv, st->trailers.n);
     }
     st->resp_all_framed = true;
 }
@@ -557,12 +518,11 @@ static void set_end(nghttp2_session *ng, h2_stream_t *st, uint32_t *flags)
 static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
-    h2_conn_t *c = ud;
     h2_stream_t *st = src->ptr;
     if (st->session_gone && !st->resp_end)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* aborted: RST_STREAM */
-    pop_markers(c, st);
-    if (!st->queued_bytes) {
+    h2_queue_pop_markers(&st->q, batch_done, st);
+    if (!st->q.bytes) {
         if (st->resp_end) {
             set_end(ng, st, flags);
             return 0;
@@ -570,9 +530,9 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         st->deferred = true;
         return NGHTTP2_ERR_DEFERRED;
     }
-    size_t n = st->queued_bytes < length ? st->queued_bytes : length;
+    size_t n = st->q.bytes < length ? st->q.bytes : length;
     *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == st->queued_bytes && st->resp_end)
+    if (n == st->q.bytes && st->resp_end)
         set_end(ng, st, flags);
     return (ssize_t)n;
 }
@@ -582,26 +542,10 @@ static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *fr
 {
     h2_conn_t *c = ud;
     h2_stream_t *st = src->ptr;
-    if (c->wlen >= H2_OUT_HIGH)
+    if (h2_out_full(&c->out))
         return NGHTTP2_ERR_WOULDBLOCK;
-    out_reserve(c, 9 + length);
-    out_put(c, framehd, 9);
-    size_t left = length;
-    while (left && st->qhead < st->qlen) {
-        h2_piece_t *pc = &st->q[st->qhead];
-        size_t n = pc->len < left ? pc->len : left;
-        out_put(c, pc->p, n);
-        pc->p += n;
-        pc->len -= n;
-        left -= n;
-        st->queued_bytes -= n;
-        if (pc->len == 0) {
-            if (pc->batch_end)
-                record_done(c, st, pc->tag);
-            st->qhead++;
-        }
-    }
-    pop_markers(c, st);
+    h2_out_put(&c->out, framehd, 9);
+    h2_queue_take(&st->q, &c->out, length, batch_done, st);
     return 0;
 }
 
@@ -619,68 +563,16 @@ static void h2_response_head(sl_session_t *s, sl_response_header_t *r)
     s->head_pending = true;
 }
 
-/* The response header as HTTP/2 fields: lowercase names, no connection-specific fields. */
+/* The response header as HTTP/2 fields. */
 static nghttp2_nv *response_nv(sl_session_t *s, const sl_response_header_t *r, size_t *n)
 {
     nghttp2_nv *nv = sl_arena_alloc(&s->arena, (r->headers.n + 1) * sizeof(*nv));
     char *status = sl_arena_alloc(&s->arena, 4);
     int code = r->status >= 100 && r->status <= 999 ? r->status : 500;
     snprintf(status, 4, "%03d", code);
-    size_t k = 0;
-    nv[k++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
-    for (size_t i = 0; i < r->headers.n; i++) {
-        const sl_header_t *h = &r->headers.items[i];
-        if (!h->name.len || sl__is_hop_by_hop(h->name))
-            continue;
-        char *name = sl_arena_alloc(&s->arena, h->name.len + 1);
-        for (size_t j = 0; j < h->name.len; j++) {
-            char ch = h->name.ptr[j];
-            name[j] = (char)(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
-        }
-        name[h->name.len] = '\0';
-        nv[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)h->value.ptr, h->name.len, h->value.len,
-                               NGHTTP2_NV_FLAG_NONE};
-    }
-    *n = k;
+    nv[0] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)status, 7, 3, NGHTTP2_NV_FLAG_NONE};
+    *n = 1 + h2_nv_from_headers(&s->arena, &r->headers, nv + 1, false);
     return nv;
-}
-
-/* Trailers outlive the session (they go after the last DATA): a private copy. */
-static void copy_trailers(h2_stream_t *st, const sl_headers_t *t)
-{
-    size_t bytes = 0;
-    for (size_t i = 0; i < t->n; i++)
-        bytes += t->items[i].name.len + t->items[i].value.len;
-    st->trailers = sl_xcalloc(t->n ? t->n : 1, sizeof(nghttp2_nv));
-    st->trailer_mem = sl_xmalloc(bytes ? bytes : 1);
-    char *p = st->trailer_mem;
-    size_t k = 0;
-    for (size_t i = 0; i < t->n; i++) {
-        const sl_header_t *h = &t->items[i];
-        if (!h->name.len || sl__is_hop_by_hop(h->name))
-            continue;
-        char *name = p;
-        for (size_t j = 0; j < h->name.len; j++) {
-            char ch = h->name.ptr[j];
-            *p++ = (char)(ch >= 'A' && ch <= 'Z' ? ch - 'A' + 'a' : ch);
-        }
-        char *value = p;
-        memcpy(p, h->value.ptr, h->value.len);
-        p += h->value.len;
-        st->trailers[k++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, h->name.len,
-                                         h->value.len, NGHTTP2_NV_FLAG_NONE};
-    }
-    st->n_trailers = k;
-}
-
-static void enqueue(h2_stream_t *st, const char *p, size_t len, int tag, bool batch_end)
-{
-    if (st->qlen == st->qcap) {
-        st->qcap = st->qcap ? st->qcap * 2 : 8;
-        st->q = sl_xrealloc(st->q, st->qcap * sizeof(*st->q));
-    }
-    st->q[st->qlen++] = (h2_piece_t){p, len, tag, batch_end};
-    st->queued_bytes += len;
 }
 
 static int h2_response_write(sl_session_t *s, const uv_buf_t *body, unsigned n, bool end, int tag)
@@ -694,13 +586,13 @@ static int h2_response_write(sl_session_t *s, const uv_buf_t *body, unsigned n, 
     for (unsigned i = 0; has_body && i < n; i++)
         bytes += body[i].len;
     if (end && s->up_trailers.n && has_body)
-        copy_trailers(st, &s->up_trailers);
+        h2_trailers_copy(&st->trailers, &s->up_trailers);
     if (s->head_pending) {
         s->head_pending = false;
         s->resp_header_sent = true;
         size_t nvlen;
         nghttp2_nv *nv = response_nv(s, s->resp, &nvlen);
-        if (end && !bytes && !st->n_trailers) {
+        if (end && !bytes && !st->trailers.n) {
             /* The whole response is this HEADERS frame (END_STREAM). */
             int rv = nghttp2_submit_response(c->ng, st->id, nv, nvlen, NULL);
             if (rv)
@@ -716,15 +608,8 @@ static int h2_response_write(sl_session_t *s, const uv_buf_t *body, unsigned n, 
             return UV_ECANCELED;
         st->resp_submitted = true;
     }
-    if (bytes) {
-        for (unsigned i = 0; i < n; i++)
-            if (body[i].len)
-                enqueue(st, body[i].base, body[i].len, tag, false);
-        st->q[st->qlen - 1].batch_end = true;
-        s->body_bytes_sent += bytes;
-    } else {
-        enqueue(st, NULL, 0, tag, true);
-    }
+    h2_queue_batch(&st->q, body, has_body ? n : 0, tag);
+    s->body_bytes_sent += bytes;
     st->base.write_pending++;
     if (end)
         st->resp_end = true;
@@ -793,10 +678,8 @@ static void stream_detach(h2_stream_t *st, bool cut)
     st->base.session = NULL;
     st->body_hold = true;
     sl_timeout_stop(&st->tmo);
-    if (cut) {
-        st->qhead = st->qlen = 0;
-        st->queued_bytes = 0;
-    }
+    if (cut)
+        h2_queue_clear(&st->q);
     /* Body the session never took: consumed, so the windows do not shrink for nothing. */
     st->delivered = st->in.len;
     if (!c->closing && !st->ng_closed) {
@@ -852,12 +735,12 @@ static void on_written(sl_stream_t *stream, int status, void *arg)
     h2_conn_t *c = arg;
     if (c->closing)
         return;
-    c->writing = false;
+    c->out.writing = false;
     if (status < 0) {
         conn_close(c, status);
         return;
     }
-    if (c->read_paused && c->wlen < H2_READ_PAUSE && !c->peer_eof) {
+    if (c->read_paused && c->out.len < H2_READ_PAUSE && !c->peer_eof) {
         c->read_paused = false;
         c->reading = true;
         sl_stream_read_start(c->stream, on_alloc, on_read);
@@ -867,21 +750,16 @@ static void on_written(sl_stream_t *stream, int status, void *arg)
 
 static void start_write(h2_conn_t *c)
 {
-    if (c->writing || !c->wlen || c->closing)
+    if (c->closing)
         return;
-    char *b = c->wfly;
-    size_t cap = c->wfly_cap;
-    c->wfly = c->wbuf;
-    c->wfly_cap = c->wcap;
-    c->wfly_len = c->wlen;
-    c->wbuf = b;
-    c->wcap = cap;
-    c->wlen = 0;
-    uv_buf_t buf = uv_buf_init(c->wfly, (unsigned)c->wfly_len);
-    c->writing = true;
+    size_t n;
+    const char *p = h2_out_swap(&c->out, &n);
+    if (!p)
+        return;
+    uv_buf_t buf = uv_buf_init((char *)p, (unsigned)n);
     int rc = sl_stream_write(c->stream, &buf, 1, on_written, c);
     if (rc) {
-        c->writing = false;
+        c->out.writing = false;
         conn_close(c, rc);
     }
 }
@@ -944,7 +822,7 @@ static void conn_flush(h2_conn_t *c)
 /* Ends the connection once nghttp2 has nothing more to say or hear. */
 static void conn_check_end(h2_conn_t *c)
 {
-    if (c->closing || c->writing || c->wlen || c->flushing || c->in_ng)
+    if (c->closing || c->out.writing || c->out.len || c->flushing || c->in_ng)
         return;
     if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
         conn_close(c, 0);
@@ -975,7 +853,8 @@ static void conn_input(h2_conn_t *c, const char *data, size_t len)
         nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
     }
     conn_flush(c);
-    if (!c->closing && c->reading && c->wlen + (c->writing ? c->wfly_len : 0) > H2_READ_PAUSE) {
+    if (!c->closing && c->reading &&
+        c->out.len + (c->out.writing ? c->out.fly_len : 0) > H2_READ_PAUSE) {
         sl_stream_read_stop(c->stream); /* the client does not read what it asked for */
         c->reading = false;
         c->read_paused = true;
@@ -1004,8 +883,7 @@ static void on_socket_closed(sl_stream_t *stream)
     h2_conn_t *c = sl_stream_data(stream);
     if (!c)
         return;
-    free(c->wbuf);
-    free(c->wfly);
+    h2_out_free(&c->out);
     free(c);
 }
 
@@ -1036,9 +914,8 @@ static void conn_close(h2_conn_t *c, int err)
         }
         sl_timeout_stop(&st->tmo);
         sl__iobuf_put(hw, &st->in);
-        free(st->q);
-        free(st->trailers);
-        free(st->trailer_mem);
+        h2_queue_free(&st->q);
+        h2_trailers_free(&st->trailers);
         free(st->authority);
         free(st);
     }
@@ -1047,8 +924,8 @@ static void conn_close(h2_conn_t *c, int err)
     free(c->done);
     c->done = NULL;
     c->n_done = 0;
-    if (c->writing) {
-        /* The in-flight write still points at wfly: free with the socket. */
+    if (c->out.writing) {
+        /* The in-flight write still points at the output buffer: free with the socket. */
         sl_stream_close(c->stream, on_socket_closed);
         return;
     }
@@ -1057,8 +934,7 @@ static void conn_close(h2_conn_t *c, int err)
         sl_stream_close_graceful(c->stream, 2000);
     else
         sl_stream_close(c->stream, NULL);
-    free(c->wbuf);
-    free(c->wfly);
+    h2_out_free(&c->out);
     free(c);
 }
 
