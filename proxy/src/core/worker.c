@@ -371,8 +371,11 @@ static void start_services(sl_worker_t *w)
             for (size_t e = 0; e < svc->n_endpoints; e++) {
                 sl_endpoint_t *ep = &svc->endpoints[e];
                 /* Worker k takes sockets k, k+N, k+2N... (more sockets than workers after an
-                 * upgrade from a process with more threads: none may be left unaccepted). */
-                for (size_t f = w->id; f < ep->n_fds; f += s->n_workers) {
+                 * upgrade from a process with more threads: none may be left unaccepted). A
+                 * unix socket has one descriptor (no SO_REUSEPORT): every worker accepts from
+                 * it, whoever is free first (the others get EAGAIN). */
+                bool shared = ep->kind == SL_EP_UDS;
+                for (size_t f = shared ? 0 : w->id; f < ep->n_fds; f += shared ? 1 : s->n_workers) {
                     int rc = sl__listener_start(w, ep, ep->fds[f]);
                     if (rc && !w->start_error) {
                         SL_ERROR("%s: cannot listen on %s: %s", svc->name, ep->spec,
