@@ -329,7 +329,8 @@ static void dir_read_start(sl_tcp_session_t *s, int di)
     if (d->reading || d->eof || s->state != TS_PIPING)
         return;
     int rc = sl_stream_read_start(dir_from(s, di), pipe_alloc, pipe_read);
-    if (rc) {
+    /* EALREADY: a TLS stream still reads its socket for the handshake; it now delivers to us. */
+    if (rc && rc != UV_EALREADY) {
         finish(s, rc);
         return;
     }
