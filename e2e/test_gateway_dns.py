@@ -14,7 +14,6 @@ import stat
 import subprocess
 import threading
 import time
-import urllib.request
 
 import pytest
 

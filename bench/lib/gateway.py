@@ -9,7 +9,10 @@ Rows, all pinned like bench.py (proxy alone on core 0, wrk and the upstream on c
   gateway-1     build/sluice with one route
   gateway-10    10 routes (the request matches the last prefix)
   gateway-10k   10,000 routes and 2,000 upstreams (same request)
-Then a reconfiguration: PUT /config of 10,000 routes and 2,000 upstreams into a running gateway
+Then a host name backend against an ip:port one (one route each, measured in turns, the lowest
+CPU/req of each kept): `upstream.bench:PORT` answered by a dnsmasq on loopback with a long TTL, so
+every request finds a warm cache in its worker's resolver (the lookup cost left is the cache
+probe). Then a reconfiguration: PUT /config of 10,000 routes and 2,000 upstreams into a running gateway
 under load, reporting the control thread's apply time, the gateway's RSS before and after, and
 the load's latency while it happens. Results go to build/bench/gateway.json.
 """
@@ -32,6 +35,9 @@ DURATION = int(os.environ.get("BENCH_DURATION", "10"))
 PROXY_CPU = os.environ.get("BENCH_PROXY_CPU", "0")
 CLIENT_CPU = os.environ.get("BENCH_CLIENT_CPU", "1")
 BASE = int(os.environ.get("BENCH_PORT_BASE", "28100")) + 60
+# SLUICE_BUILD: the binaries of another build tree (results still go to build/bench).
+BIN = os.environ.get("SLUICE_BUILD", os.path.join(ROOT, "build"))
+DNS_ROUNDS = int(os.environ.get("BENCH_DNS_ROUNDS", "3"))
 
 procs = []
 
@@ -69,6 +75,22 @@ def upstream(port):
     p = start(["nginx", "-c", conf], CLIENT_CPU, os.path.join(d, "out.log"))
     wait_port(port)
     return p
+
+
+def dnsmasq(port, names):
+    """dnsmasq on 127.0.0.1:port answering names ({name: ip}) with a TTL above the run's."""
+    d = os.path.join(RUN, "dns")
+    os.makedirs(d, exist_ok=True)
+    hosts = os.path.join(d, "hosts")
+    with open(hosts, "w") as f:
+        f.writelines(f"{ip} {name}\n" for name, ip in names.items())
+    argv = ["/usr/sbin/dnsmasq", "--conf-file=/dev/null", "--keep-in-foreground", "--no-resolv",
+            "--no-hosts", f"--addn-hosts={hosts}", "--local=/bench/", "--local-ttl=3600",
+            f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            f"--pid-file={d}/dnsmasq.pid"]
+    if os.geteuid() == 0:
+        argv.append("--user=root")
+    return start(argv, CLIENT_CPU, os.path.join(d, "out.log"))
 
 
 def gateway_doc(port, admin, uport, n_routes, n_upstreams):
@@ -127,13 +149,62 @@ def put(admin, doc):
     return reply, (time.monotonic() - t0) * 1000, len(body)
 
 
+def name_vs_ip(uport):
+    """backend-ip and backend-name rows: the same one-route gateway, the backend written as
+    127.0.0.1:PORT or as upstream.bench:PORT (warm DNS cache). Measured in turns, DNS_ROUNDS
+    each; each row keeps its lowest CPU/req (the least disturbed run)."""
+    dport = BASE + 20
+    dns = dnsmasq(dport, {"upstream.bench": "127.0.0.1"})
+    wait_dns(dport)
+    docs = {}
+    for name, backend, port in (("backend-ip", f"127.0.0.1:{uport}", BASE + 12),
+                                ("backend-name", f"upstream.bench:{uport}", BASE + 14)):
+        doc = gateway_doc(port, port + 1, uport, 1, 1)
+        doc["upstreams"]["u0"]["backends"] = [backend]
+        doc["dns"] = {"servers": [f"127.0.0.1:{dport}"]}
+        path = os.path.join(RUN, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        docs[name] = (path, port)
+    best = {}
+    try:
+        for _ in range(max(1, DNS_ROUNDS)):
+            for name, (path, port) in docs.items():
+                row = measure(name, [os.path.join(BIN, "sluice"), "-c", path], port)
+                if name not in best or row["cpu_us_per_req"] < best[name]["cpu_us_per_req"]:
+                    best[name] = row
+    finally:
+        dns.terminate()
+        dns.wait(10)
+    return [best["backend-ip"], best["backend-name"]]
+
+
+def wait_dns(port, timeout=10):
+    """Until the bench's dnsmasq answers a query on port."""
+    import socket
+    import struct
+    q = struct.pack(">HHHHHH", 1, 0x0100, 1, 0, 0, 0) + b"\x08upstream\x05bench\x00" + \
+        struct.pack(">HH", 1, 1)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            try:
+                s.sendto(q, ("127.0.0.1", port))
+                s.recv(512)
+                return
+            except OSError:
+                time.sleep(0.05)
+    raise RuntimeError(f"no DNS answer on port {port}")
+
+
 def reconfig(uport):
     port, admin = BASE + 10, BASE + 11
     small = gateway_doc(port, admin, uport, 1, 1)
     path = os.path.join(RUN, "reconf.json")
     with open(path, "w") as f:
         json.dump(small, f)
-    p = start([os.path.join(ROOT, "build", "sluice"), "-c", path], PROXY_CPU,
+    p = start([os.path.join(BIN, "sluice"), "-c", path], PROXY_CPU,
               os.path.join(RUN, "reconf.log"))
     try:
         wait_port(port)
@@ -167,7 +238,7 @@ def main():
     up = upstream(uport)
     rows = []
     try:
-        fwd = os.path.join(ROOT, "build", "tools", "sl-forward")
+        fwd = os.path.join(BIN, "tools", "sl-forward")
         rows.append(measure("engine", [fwd, "--listen", f"127.0.0.1:{BASE + 1}", "--upstream",
                                        f"127.0.0.1:{uport}"], BASE + 1))
         for name, nr, nu, port in (("gateway-1", 1, 1, BASE + 2), ("gateway-10", 10, 10, BASE + 4),
@@ -175,7 +246,8 @@ def main():
             path = os.path.join(RUN, f"{name}.json")
             with open(path, "w") as f:
                 json.dump(gateway_doc(port, port + 1, uport, nr, nu), f)
-            rows.append(measure(name, [os.path.join(ROOT, "build", "sluice"), "-c", path], port))
+            rows.append(measure(name, [os.path.join(BIN, "sluice"), "-c", path], port))
+        rows += name_vs_ip(uport)
         rc = reconfig(uport)
     finally:
         for p in procs:
@@ -195,6 +267,9 @@ def main():
     g10, g10k = by["gateway-10"]["cpu_us_per_req"], by["gateway-10k"]["cpu_us_per_req"]
     print(f"  gateway (1 route) CPU/req = {g1 / eng:.2f}× engine   [goal ≤ 1.10]")
     print(f"  10,000 routes CPU/req = {g10k / g10:.2f}× 10 routes   [goal ≤ 1.10]")
+    ip, nm = by["backend-ip"]["cpu_us_per_req"], by["backend-name"]["cpu_us_per_req"]
+    print(f"  host name backend (warm DNS cache) CPU/req = {nm / ip:.3f}× ip:port backend"
+          f"   [goal ≤ 1.05]   (lowest of {max(1, DNS_ROUNDS)} runs each)")
     print("\n== Reconfiguration: PUT /config of 10,000 routes + 2,000 upstreams under load ==")
     print(f"  apply on the control thread: {rc['apply_ms']:.1f} ms   [goal ≤ 200 ms]"
           f"   (PUT round trip {rc['put_wall_ms']:.0f} ms, body {rc['body_bytes'] / 1e6:.1f} MB)")
