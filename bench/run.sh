@@ -9,6 +9,8 @@
 #   SLUICE_BENCH_CMD='build/sluice -c x.yaml --port {port} --up {upstream_port}'
 #   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (h2 row skipped when unset)
 #   BENCH_GATEWAY=0                               skip the gateway part (bench/lib/gateway.py)
+#   BENCH_SCENARIOS=tcp bench/run.sh              only the layer-4 scenario (bench/lib/tcp.py:
+#   BENCH_TCP=0                                   sluice protocol: tcp vs HAProxy/nginx); skip it
 #
 # Writes only under build/bench/. Every process it starts is stopped on exit, failure or Ctrl-C.
 set -u
@@ -32,6 +34,10 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 export PYTHONIOENCODING=utf-8 PYTHONDONTWRITEBYTECODE=1
 
 cd "$ROOT"
+if [ "${BENCH_SCENARIOS:-}" = tcp ]; then
+    "$PY" "$ROOT/bench/lib/tcp.py"
+    exit $?
+fi
 "$PY" "$ROOT/bench/lib/bench.py" &
 child=$!
 # Wait in a loop: `wait` returns early when a trapped signal arrives; pass it on and keep
@@ -46,5 +52,9 @@ done
 # The gateway's own figures (cost over the engine, router scaling, reconfiguration).
 if [ "$rc" -eq 0 ] && [ "${BENCH_GATEWAY:-1}" = 1 ]; then
     "$PY" "$ROOT/bench/lib/gateway.py" || rc=1
+fi
+# Layer 4: sluice `protocol: tcp` against HAProxy `mode tcp` and nginx `stream {}`.
+if [ "$rc" -eq 0 ] && [ "${BENCH_TCP:-1}" = 1 ]; then
+    "$PY" "$ROOT/bench/lib/tcp.py" || rc=1
 fi
 exit "$rc"

@@ -13,7 +13,8 @@ openssl iproute2 procps psmisc nginx-light squid dnsmasq-base prometheus sslscan
 # Quality tools for `make check`.
 CHECK="clang-format cppcheck"
 # Benchmarks: the peers we compare against.
-BENCH="haproxy h2o util-linux"
+# libnginx-mod-stream: nginx's stream module, the nginx row of the tcp (layer 4) scenario.
+BENCH="haproxy h2o util-linux libnginx-mod-stream"
 
 # `make test` runs the static checks too, so their tools are part of the test set.
 want="$BUILD $TEST $CHECK"
