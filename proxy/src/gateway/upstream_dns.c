@@ -545,10 +545,12 @@ static void on_rebuild(uv_timer_t *t)
     gw_config_t *c = NULL;
     sl_error_t err = {0};
     if (gw_config_parse(cJSON_Duplicate(gw->current->json, 1), &c, &err) != 0) {
+        atomic_fetch_add(&gw->reloads_failed, 1);
         SL_ERROR("new addresses not applied: the configuration does not load again: %s", err.msg);
         return;
     }
     memcpy(c->hash, gw->current->hash, sizeof(c->hash));
+    atomic_fetch_add(&gw->reloads_ok, 1); /* a backends-only change, as discovery's */
     gw_publish(gw, c, "DNS");
 }
 
