@@ -284,6 +284,9 @@ static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
         if ((rc = parse_listener_protocol(gl, l, p, err)) ||
             (rc = parse_listener_tls(gl, l, p, err)))
             return rc;
+        if (gl->tcp && gl->tls &&
+            !cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(l, "tls"), "alpn"))
+            gl->tls->h2 = false; /* the bytes go to the upstream as they are: no h2 unless asked */
         sl_endpoint_t ep;
         memset(&ep, 0, sizeof(ep));
         sl_error_t e2;
