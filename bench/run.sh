@@ -2,12 +2,14 @@
 # sluice bench: side-by-side benchmark of sluice, nginx, HAProxy and h2o (SPEC §10).
 # `make bench` runs this after building. Method, knobs and output: bench/README.md.
 #
-#   bench/run.sh                                  everything (about 2.5 minutes)
+#   bench/run.sh                                  everything (about 5 minutes)
 #   BENCH_ONLY=nginx,haproxy bench/run.sh         only some proxies (also: h2o, sluice, direct)
 #   BENCH_SCENARIOS=h1 BENCH_DURATION=5 bench/run.sh
 #   SLUICE_BENCH_BIN=build/tools/sl-forward       sluice program (default), or a full template:
 #   SLUICE_BENCH_CMD='build/sluice -c x.yaml --port {port} --up {upstream_port}'
 #   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (h2 row skipped when unset)
+#   BENCH_SCENARIOS=tls bench/run.sh              TLS handshakes/s only (sl-tlsload; the gateway
+#   SLUICE_BENCH_TLS_CMD='other/sluice -c {conf}'  build/sluice with bench/conf/sluice-tls.yaml)
 #   BENCH_GATEWAY=0                               skip the gateway part (bench/lib/gateway.py)
 #   BENCH_SCENARIOS=tcp bench/run.sh              only the layer-4 scenario (bench/lib/tcp.py:
 #   BENCH_TCP=0                                   sluice protocol: tcp vs HAProxy/nginx); skip it

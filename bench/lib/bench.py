@@ -42,15 +42,32 @@ WRK_LUA = os.path.join(HERE, "wrk_report.lua")
 BODY = "Hello, world!"          # the upstream's fixed 13-byte response body
 PEERS = ("nginx", "haproxy", "h2o")
 TARGETS = ("nginx", "haproxy", "h2o", "sluice", "direct")   # table order
-SCENARIOS = ("h1", "h2", "idle")
+SCENARIOS = ("h1", "h2", "idle", "tls")
 BINARIES = {"nginx": "nginx", "haproxy": "haproxy", "h2o": "h2o"}
 APT = {"nginx": "nginx-light", "haproxy": "haproxy", "h2o": "h2o", "wrk": "wrk",
        "h2load": "nghttp2-client", "taskset": "util-linux", "curl": "curl", "openssl": "openssl"}
 DEFAULT_SLUICE_BIN = "build/tools/sl-forward"
 DEFAULT_SLUICE_ARGS = "--listen 127.0.0.1:{port} --upstream 127.0.0.1:{upstream_port}"
+TLSLOAD = "build/tools/sl-tlsload"
 # One TLS 1.3 suite (and its TLS 1.2 twin) for every server, so all do the same crypto work.
 TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256"
 TLS12_CIPHERS = "ECDHE-ECDSA-AES128-GCM-SHA256"
+# The `tls` scenario's three handshake kinds: the listener (certificate) each one uses, the one
+# signature algorithm the client offers, and what the server's certificate must be.
+TLS_GROUP = "X25519"
+TLS_KINDS = {
+    "ecdsa": {"title": "full handshake, ECDSA P-256 certificate", "listener": "ecdsa",
+              "sigalgs": "ecdsa_secp256r1_sha256", "key": "EC-256", "resume": False},
+    "rsa": {"title": "full handshake, RSA-2048 certificate", "listener": "rsa",
+            "sigalgs": "rsa_pss_rsae_sha256", "key": "RSA-2048", "resume": False},
+    "resume": {"title": "resumed handshake (session ticket), ECDSA P-256 listener",
+               "listener": "ecdsa", "sigalgs": "ecdsa_secp256r1_sha256", "key": "EC-256",
+               "resume": True},
+}
+# A resumed row where the server resumed fewer of the offered sessions than this gets a note
+# (its handshakes are partly full ones); below NO_RESUMPTION the row fails: tickets do not work.
+MIN_RESUMPTION = 0.99
+NO_RESUMPTION = 0.05
 
 
 class BenchError(Exception):
@@ -102,6 +119,10 @@ class Config:
         self.sluice_bin = os.environ.get("SLUICE_BENCH_BIN", "").strip() or DEFAULT_SLUICE_BIN
         self.sluice_cmd = os.environ.get("SLUICE_BENCH_CMD", "").strip()
         self.sluice_h2_cmd = os.environ.get("SLUICE_BENCH_H2_CMD", "").strip()
+        self.sluice_tls_cmd = os.environ.get("SLUICE_BENCH_TLS_CMD", "").strip()
+        self.tls_conns = env_int("BENCH_TLS_CONNS", 50, 1)
+        self.tls_request = env_int("BENCH_TLS_REQUEST", 0) != 0
+        self.tls_reuse_tickets = env_int("BENCH_TLS_REUSE_TICKETS", 0) != 0
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -278,6 +299,24 @@ def verify(port, tls):
     return None
 
 
+def verify_tls(port, cert):
+    """One curl over HTTP/1.1 + TLS to a `tls` scenario listener, verifying its certificate
+    (self-signed, names localhost and 127.0.0.1) and the upstream's body; None if all is well."""
+    argv = ["curl", "-sS", "--max-time", "5", "--http1.1", "--cacert", cert, "-w",
+            "\n@@CURL %{http_code}", f"https://localhost:{port}/",
+            "--resolve", f"localhost:{port}:127.0.0.1"]
+    try:
+        r = subprocess.run(argv, capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "curl timed out"
+    body, _, code = r.stdout.decode("utf-8", "replace").rpartition("\n@@CURL ")
+    if r.returncode != 0 or not code:
+        return f"curl failed: {r.stderr.decode(errors='replace').strip() or r.returncode}"
+    if code.strip() != "200" or body != BODY:
+        return f"curl got HTTP {code.strip()} {body[:60]!r}, expected 200 {BODY!r}"
+    return None
+
+
 def upstream_counters(port):
     """(accepts, requests) of the upstream nginx (stub_status), minus this query itself."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -333,6 +372,9 @@ class Bench:
         self.cert = os.path.join(TLS, "cert.pem")
         self.key = os.path.join(TLS, "key.pem")
         self.pem = os.path.join(TLS, "combined.pem")
+        self.rsa_cert = os.path.join(TLS, "rsa-cert.pem")
+        self.rsa_key = os.path.join(TLS, "rsa-key.pem")
+        self.rsa_pem = os.path.join(TLS, "rsa-combined.pem")
         self.data = {"meta": {}, "config": cfg.as_dict(), "scenarios": {}}
         self.failures = []
 
@@ -356,8 +398,10 @@ class Bench:
         need = ["taskset", "curl", "nginx"]
         if "h1" in cfg.scenarios:
             need.append("wrk")
+        if "h2" in cfg.scenarios or "tls" in cfg.scenarios:
+            need += ["openssl"]
         if "h2" in cfg.scenarios:
-            need += ["h2load", "openssl"]
+            need += ["h2load"]
         missing = [t for t in need if not shutil.which(t)]
         if missing:
             raise BenchError("missing tools: " + ", ".join(missing) + " (apt-get install "
@@ -366,22 +410,32 @@ class Bench:
         shutil.rmtree(RUN, ignore_errors=True)
         os.makedirs(RUN)
         os.makedirs(TLS, exist_ok=True)
-        if "h2" in cfg.scenarios:
+        if "tls" in cfg.scenarios and not os.access(os.path.join(ROOT, TLSLOAD), os.X_OK):
+            raise BenchError(f"{TLSLOAD} is not built (make)")
+        if "h2" in cfg.scenarios or "tls" in cfg.scenarios:
             self.make_cert()
+        if "tls" in cfg.scenarios:
+            self.make_cert(rsa=True)
         self.meta()
 
-    def make_cert(self):
-        if all(os.path.exists(p) for p in (self.cert, self.key, self.pem)):
+    def make_cert(self, rsa=False):
+        """The self-signed certificate (localhost, 127.0.0.1) of the TLS listeners: ECDSA P-256,
+        or RSA-2048 for the `tls` scenario; made once, kept in build/bench/tls/."""
+        cert, key, pem = ((self.rsa_cert, self.rsa_key, self.rsa_pem) if rsa
+                          else (self.cert, self.key, self.pem))
+        if all(os.path.exists(p) for p in (cert, key, pem)):
             return
+        newkey = ["-newkey", "rsa:2048"] if rsa else \
+            ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
         r = subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-             "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "3650",
+            ["openssl", "req", "-x509"] + newkey + [
+             "-nodes", "-keyout", key, "-out", cert, "-days", "3650",
              "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
             capture_output=True)
         if r.returncode != 0:
             raise BenchError("openssl: " + r.stderr.decode(errors="replace").strip())
-        with open(self.pem, "w") as out:
-            for p in (self.cert, self.key):
+        with open(pem, "w") as out:
+            for p in (cert, key):
                 with open(p) as f:
                     out.write(f.read())
 
@@ -442,7 +496,8 @@ class Bench:
     def values(self, wd, port, **extra):
         root = os.geteuid() == 0
         v = {"port": port, "upstream_port": self.uport, "dir": wd, "cert": self.cert,
-             "key": self.key, "pem": self.pem, "body": BODY, "nofile": self.nofile,
+             "key": self.key, "pem": self.pem, "rsa_cert": self.rsa_cert, "rsa_key": self.rsa_key,
+             "rsa_pem": self.rsa_pem, "body": BODY, "nofile": self.nofile,
              "maxconn": self.maxconn, "worker_connections": self.maxconn,
              "nginx_user": "user root;" if root else "# not root: no user directive",
              "h2o_user": "user: root" if root else "# not root: no user directive"}
@@ -450,13 +505,15 @@ class Bench:
         return v
 
     # -- one proxy instance --
-    def command(self, name, mode, port, wd):
-        """(argv, None, None) to start `name`, or (None, status, note) when it cannot run."""
+    def command(self, name, mode, port, wd, extra=None):
+        """(argv, None, None) to start `name`, or (None, status, note) when it cannot run.
+        `extra`: more template values (the `tls` mode's rsa_port and admin_port)."""
+        extra = extra or {}
         if name in BINARIES:
             if not shutil.which(BINARIES[name]):
                 return None, "not installed", f"apt-get install {APT[name]}"
             os.makedirs(os.path.join(wd, "tmp"), exist_ok=True)
-            vals = self.values(wd, port)
+            vals = self.values(wd, port, **extra)
             if name == "nginx":
                 conf = render(f"nginx-{mode}.conf", os.path.join(wd, "nginx.conf"), vals)
                 return ["nginx", "-e", os.path.join(wd, "error.log"), "-p", wd + "/",
@@ -469,6 +526,8 @@ class Bench:
 
         # sluice: a command template; {port} {upstream_port} {cert} {key} are filled in.
         cfg = self.cfg
+        if mode == "tls":
+            return self.sluice_tls_command(port, wd, extra)
         if mode == "h2":
             tmpl = cfg.sluice_h2_cmd
             if not tmpl:
@@ -483,6 +542,28 @@ class Bench:
         text = (tmpl.replace("{port}", str(port)).replace("{upstream_port}", str(self.uport))
                 .replace("{cert}", self.cert).replace("{key}", self.key))
         argv = shlex.split(text)
+        exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
+        if not exe or not os.access(os.path.join(ROOT, exe), os.X_OK):
+            return None, "failed", f"{argv[0]}: not found or not executable"
+        return argv, None, None
+
+    def sluice_tls_command(self, port, wd, extra):
+        """The gateway with bench/conf/sluice-tls.yaml, or SLUICE_BENCH_TLS_CMD (placeholders
+        {conf} (that config, rendered), {port} {rsa_port} {admin_port} {upstream_port} {cert}
+        {key} {rsa_cert} {rsa_key})."""
+        conf = render("sluice-tls.yaml", os.path.join(wd, "sluice.yaml"),
+                      self.values(wd, port, **extra))
+        tmpl = self.cfg.sluice_tls_cmd
+        if not tmpl:
+            binary = os.path.join(ROOT, "build", "sluice")
+            if not os.access(binary, os.X_OK):
+                return None, "not built", "build/sluice missing"
+            return [binary, "-c", conf], None, None
+        vals = {"conf": conf, "port": port, "upstream_port": self.uport, "cert": self.cert,
+                "key": self.key, "rsa_cert": self.rsa_cert, "rsa_key": self.rsa_key, **extra}
+        for k, v in vals.items():
+            tmpl = tmpl.replace("{" + k + "}", str(v))
+        argv = shlex.split(tmpl)
         exe = argv[0] if "/" in argv[0] else shutil.which(argv[0])
         if not exe or not os.access(os.path.join(ROOT, exe), os.X_OK):
             return None, "failed", f"{argv[0]}: not found or not executable"
@@ -520,6 +601,169 @@ class Bench:
         finally:
             self.procs.stop(p)
         return r
+
+    def run_tls_target(self, name):
+        """One proxy in the `tls` scenario: started once with its ECDSA and RSA listeners,
+        checked with curl on both, then measured for each handshake kind. Returns
+        {kind: row}; a proxy that cannot run gets the same failed row for every kind."""
+        wd = os.path.join(RUN, f"tls-{name}")
+        os.makedirs(wd, exist_ok=True)
+        ports = {"ecdsa": self.ports.get(), "rsa": self.ports.get()}
+        extra = {"rsa_port": ports["rsa"], "admin_port": self.ports.get()}
+        argv, status, note = self.command(name, "tls", ports["ecdsa"], wd, extra)
+        if argv is None:
+            return {k: {"status": status, "note": note} for k in TLS_KINDS}
+        rows = {}
+        p = self.procs.start(argv, self.cfg.proxy_cpu, os.path.join(wd, "stdout.log"))
+        try:
+            why = (wait_ready(p, ports["ecdsa"]) or wait_ready(p, ports["rsa"])
+                   or verify_tls(ports["ecdsa"], self.cert)
+                   or verify_tls(ports["rsa"], self.rsa_cert))
+            if why:
+                raise BenchError(why)
+            mem0 = procstat.memory(p.pid)
+            for kind, spec in TLS_KINDS.items():
+                r = {"status": "ok", "warnings": [], "command": argv,
+                     "port": ports[spec["listener"]], "memory_start": mem0}
+                try:
+                    if p.poll() is not None:
+                        raise BenchError(f"exited with status {p.returncode}")
+                    self.measure_tls(r, p, ports[spec["listener"]], kind)
+                    if p.poll() is not None:
+                        raise BenchError(f"exited with status {p.returncode} during the "
+                                         "measurement")
+                    r["memory_end"] = procstat.memory(p.pid)
+                    r["peak_kb"] = r["memory_end"]["hwm_kb"]
+                except BenchError as e:
+                    r = self.failed_row(e, wd, argv)
+                rows[kind] = r
+        except BenchError as e:
+            failed = self.failed_row(e, wd, argv)
+            rows = {k: failed for k in TLS_KINDS}
+        finally:
+            self.procs.stop(p)
+        return rows
+
+    @staticmethod
+    def failed_row(e, wd, argv):
+        tail = log_tail(wd)
+        return {"status": "failed", "note": f"{e}" + (f" [{tail}]" if tail else "")
+                + f" (logs: {os.path.relpath(wd, ROOT)}/)", "command": argv}
+
+    def measure_tls(self, r, p, port, kind):
+        """sl-tlsload against one listener: a new connection per handshake, BENCH_WARMUP s of
+        warm-up inside the same run, then BENCH_DURATION s measured. The proxy's CPU time is
+        sampled when the tool says the measured window starts and when it exits."""
+        cfg, spec = self.cfg, TLS_KINDS[kind]
+        argv = ["taskset", "-c", str(cfg.client_cpu), os.path.join(ROOT, TLSLOAD),
+                "-c", str(cfg.tls_conns), "-d", str(cfg.duration), "-w", str(cfg.warmup),
+                "--tls", "1.3", "--groups", TLS_GROUP, "--ciphersuites", TLS13_CIPHERS,
+                "--sigalgs", spec["sigalgs"], "--sni", "localhost", "--timeout", "10000"]
+        if spec["resume"]:
+            argv.append("--resume")
+            if cfg.tls_reuse_tickets:
+                argv.append("--reuse-tickets")
+        if cfg.tls_request:
+            argv.append("--request")
+        argv.append(f"127.0.0.1:{port}")
+        tool = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        self.procs.live[tool.pid] = tool
+        self.procs._save()
+        try:
+            err_lines = []
+            deadline = time.monotonic() + cfg.warmup + 30
+            while True:                      # until "measuring" (the end of the warm-up)
+                line = tool.stderr.readline().decode(errors="replace")
+                if not line or time.monotonic() > deadline:
+                    raise BenchError(f"sl-tlsload never started measuring: {''.join(err_lines)}")
+                if "measuring" in line:
+                    break
+                err_lines.append(line)
+            k0 = procstat.cpu_core_ticks()
+            ru0 = resource.getrusage(resource.RUSAGE_SELF)
+            c0 = procstat.cpu_seconds(p.pid)
+            up0 = procstat.cpu_seconds(self.upstream.pid)
+            t0 = time.monotonic()
+            try:
+                out, err = tool.communicate(timeout=cfg.duration + 60)
+            except subprocess.TimeoutExpired:
+                raise BenchError("sl-tlsload did not finish")
+            t1 = time.monotonic()
+            c1 = procstat.cpu_seconds(p.pid)
+            up1 = procstat.cpu_seconds(self.upstream.pid)
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            k1 = procstat.cpu_core_ticks()
+        finally:
+            self.procs.stop(tool, grace=0.5)
+        text = out.decode(errors="replace")
+        with open(os.path.join(RUN, "tlsload.log"), "a") as f:
+            f.write(f"$ {' '.join(argv)}\n{text}{''.join(err_lines)}{err.decode(errors='replace')}\n")
+        try:
+            m = json.loads(text.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"sl-tlsload failed (status {tool.returncode}): "
+                             f"{err.decode(errors='replace').strip()[:200]}")
+        hs = m["handshakes"]
+        if hs <= 0:
+            raise BenchError(f"no handshake completed: {m.get('first_errors')}")
+        wall = t1 - t0
+        cpu = c1 - c0
+        # The load generator's own CPU time is in its JSON (it is not reaped by the time the
+        # client core is read, so RUSAGE_CHILDREN would miss it).
+        client_s = m["client_cpu_s"] + (up1 - up0) + (ru1.ru_utime + ru1.ru_stime
+                                                      - ru0.ru_utime - ru0.ru_stime)
+        r.update({
+            "tool": "sl-tlsload", "kind": kind, "handshakes": hs, "requests": hs,
+            "rps": m["handshakes_per_s"], "duration_s": m["duration_s"], "wall_s": round(wall, 3),
+            "cpu_s": round(cpu, 3), "cpu_us_per_hs": round(cpu * 1e6 / hs, 1),
+            "hs_per_core_s": round(hs / cpu, 0) if cpu > 0 else None,
+            "proxy_cpu_pct": round(100.0 * cpu / wall, 1),
+            "loadgen_cpu_pct": m["client_cpu_pct"],
+            "client_cpu_us_per_hs": m["client_cpu_us_per_handshake"],
+            "p50_us": m["latency_us"]["p50"], "p90_us": m["latency_us"]["p90"],
+            "p99_us": m["latency_us"]["p99"], "max_us": m["latency_us"]["max"],
+            "full": m["full"], "resumed": m["resumed"], "sessions_offered": m["sessions_offered"],
+            "resumption_rate": m["resumption_rate"], "tickets_per_conn": m["tickets_per_conn"],
+            "errors_total": m["failures_total"], "failures": m["failures"],
+            "first_errors": m["first_errors"], "non_2xx": m["failures"]["status"],
+            "unclean_closes": m["unclean_closes"], "close_errors": m["close_errors"],
+            "responses_ok": m["responses_ok"], "negotiated": m["tls"],
+        })
+        cp = procstat.core_usage(k0, k1, cfg.proxy_cpu, cpu, wall)
+        cc = procstat.core_usage(k0, k1, cfg.client_cpu, client_s, wall)
+        r["core_proxy"], r["core_client"] = cp, cc
+        neg = m["tls"] or {}
+        want = {"version": "TLSv1.3", "cipher": TLS13_CIPHERS, "group": TLS_GROUP.lower(),
+                "peer_key": spec["key"]}
+        wrong = {k: neg.get(k) for k, v in want.items() if neg.get(k) != v}
+        if wrong:
+            raise BenchError(f"negotiated {wrong}, expected {want}: not the same crypto")
+        rate = m["resumption_rate"] or 0
+        if spec["resume"] and rate < NO_RESUMPTION:
+            raise BenchError(f"resumed {m['resumed']:,} of {m['sessions_offered']:,} sessions "
+                             f"offered ({rate * 100:.1f}%): session tickets do not work")
+        if spec["resume"] and rate < MIN_RESUMPTION:
+            r["warnings"].append(
+                f"resume: only {rate * 100:.1f}% of the offered sessions were resumed, the rest "
+                f"were full handshakes ({m['tickets_per_conn']:.2f} tickets per connection; "
+                "sl-tlsload uses a TLS 1.3 ticket once, as OpenSSL, browsers and curl do, so a "
+                "server that issues no new ticket on a resumed connection gets a full handshake "
+                "every other time): hs/s and CPU/hs are not those of resumptions alone")
+        for core, use, what in ((cfg.proxy_cpu, cp, "proxy"), (cfg.client_cpu, cc,
+                                                                "load-generator")):
+            if use and use["other_pct"] > 10:
+                r["warnings"].append(f"{what} core {core} was {use['other_pct']:.0f}% busy with "
+                                     "other processes during the measurement (noisy)")
+        if cc and cc["busy_pct"] >= 95 and r["proxy_cpu_pct"] < 90:
+            r["warnings"].append(
+                f"{kind}: the load-generator core was saturated ({cc['busy_pct']:.0f}% busy, "
+                f"sl-tlsload {m['client_cpu_us_per_handshake']:.0f} µs/handshake) while the "
+                f"proxy used {r['proxy_cpu_pct']:.0f}%: handshakes/s is the client's limit; "
+                "compare CPU/handshake and hs/s per core")
+        if m["failures_total"]:
+            r["warnings"].append(f"{kind}: {m['failures_total']:,} failed connections "
+                                 f"{m['first_errors']}")
 
     # -- measurements --
     def measure(self, scen, r, p, port):
@@ -707,9 +951,17 @@ class Bench:
                   f"-D {cfg.duration} (warm-up {cfg.warmup}s), {TLS13_CIPHERS}, ECDSA P-256",
             "idle": f"Memory: {cfg.idle_conns:,} idle keep-alive connections "
                     "(one request each, then idle)",
+            "tls": f"TLS handshakes: sl-tlsload -c{cfg.tls_conns} -d{cfg.duration} (warm-up "
+                   f"{cfg.warmup}s), a new connection per handshake"
+                   + (", one request each" if cfg.tls_request else ", no request")
+                   + f"; TLS 1.3, {TLS_GROUP}, {TLS13_CIPHERS}, session tickets"
+                   + (" (reused)" if cfg.tls_reuse_tickets else " (each used once)"),
         }
         self.start_upstream()
         for scen in cfg.scenarios:
+            if scen == "tls":
+                self.run_tls(titles[scen])
+                continue
             targets = [t for t in cfg.only if scen == "h1" or t != "direct"]
             log(f"-- running {scen}: {', '.join(targets)}")
             # Rounds go round-robin over the proxies, so that a burst of outside noise hits
@@ -736,18 +988,57 @@ class Bench:
                                             "ratios_to_best_peer": rat}
             self.save()
 
+    def run_tls(self, title):
+        """The `tls` scenario: every proxy, each measured for every handshake kind, in
+        BENCH_ROUNDS round-robin rounds (each proxy's best round per kind is kept)."""
+        cfg = self.cfg
+        targets = [t for t in cfg.only if t != "direct"]
+        log(f"-- running tls: {', '.join(targets)} (each: {', '.join(TLS_KINDS)})")
+        tries = {name: {k: [] for k in TLS_KINDS} for name in targets}
+        for i in range(cfg.rounds):
+            for name in targets:
+                if i and all(t[0]["status"] != "ok" for t in tries[name].values()):
+                    continue
+                rows = self.run_tls_target(name)
+                for kind, r in rows.items():
+                    tries[name][kind].append(r)
+                log("   " + (f"[{i + 1}/{cfg.rounds}] " if cfg.rounds > 1 else "")
+                    + f"{name}: " + "; ".join(
+                        f"{kind} " + (f"{r['rps']:,.0f} hs/s, {r['cpu_us_per_hs']:.0f} µs CPU/hs"
+                                      if r["status"] == "ok" else r["status"])
+                        for kind, r in rows.items()))
+        results = {kind: {name: self.pick(tries[name][kind], "cpu_us_per_hs")
+                          for name in targets} for kind in TLS_KINDS}
+        for name in targets:
+            bad = {k: results[k][name] for k in TLS_KINDS
+                   if results[k][name]["status"] in ("failed", "not installed")}
+            if bad:
+                k, r = next(iter(bad.items()))
+                self.failures.append(f"tls/{name} ({', '.join(bad)}): {r['status']}: "
+                                     f"{r.get('note', '')}")
+        text, rat = report.render_tls(title, results, {k: v["title"] + f" ({v['sigalgs']})"
+                                                       for k, v in TLS_KINDS.items()})
+        log()
+        log(text)
+        log()
+        self.data["scenarios"]["tls"] = {
+            "title": title, "kinds": {k: dict(v) for k, v in TLS_KINDS.items()},
+            "results": results, "ratios": rat}
+        self.save()
+
     @staticmethod
-    def pick(tries):
+    def pick(tries, key_name=None):
         """The best of several rounds: lowest CPU/req (highest req/s without a proxy process);
         a failed round makes the whole row failed. All rounds stay in the JSON."""
         bad = [r for r in tries if r["status"] != "ok"]
         if bad or len(tries) == 1:
             return bad[0] if bad else tries[0]
-        key = (lambda r: r["cpu_us_per_req"]) if "cpu_us_per_req" in tries[0] \
-            else (lambda r: -r["rps"])
+        key_name = key_name or ("cpu_us_per_req" if "cpu_us_per_req" in tries[0] else None)
+        key = (lambda r: r[key_name]) if key_name else (lambda r: -r["rps"])
         best = dict(min(tries, key=key))
-        best["rounds"] = [{k: r.get(k) for k in ("rps", "cpu_us_per_req", "proxy_cpu_pct",
-                                                 "p50_us", "p99_us", "non_2xx", "errors_total")}
+        best["rounds"] = [{k: r.get(k) for k in ("rps", key_name or "cpu_us_per_req",
+                                                 "proxy_cpu_pct", "p50_us", "p99_us", "non_2xx",
+                                                 "errors_total")}
                           for r in tries]
         return best
 

@@ -170,3 +170,94 @@ def render(scenario, title, results, params):
     for name, r in results.items():
         out += [f"  note: {name}: {w}" for w in r.get("warnings", ())]
     return "\n".join(out), rat
+
+
+# ---- the `tls` scenario: one table per handshake kind, ratios to nginx and to the best peer --
+
+TLS_METRICS = [
+    ("rps", "hs/s", "higher", lambda v: f"{v:,.0f}/s"),
+    ("cpu_us_per_hs", "CPU/handshake", "lower", lambda v: f"{v:.0f} µs"),
+    ("p50_us", "p50", "lower", _ms),
+    ("p99_us", "p99", "lower", _ms),
+]
+
+
+def tls_ratios(results):
+    """{name: {metric: {vs_nginx, nginx_value, vs_best, best, best_value}}} for one kind."""
+    out = {}
+    for key, _label, better, _fmt in TLS_METRICS:
+        bname, bval = best_peer(results, key, better)
+        ng = results.get("nginx", {})
+        nval = ng.get(key) if _clean(ng) else None
+        for name, r in results.items():
+            if r.get("status") != "ok" or r.get(key) is None:
+                continue
+            x = {}
+            if nval:
+                x.update(vs_nginx=round(r[key] / nval, 3), nginx_value=nval)
+            if bval:
+                x.update(vs_best=round(r[key] / bval, 3), best=bname, best_value=bval)
+            if x:
+                out.setdefault(name, {})[key] = x
+    return out
+
+
+def _tls_rows(results, rat):
+    headers = ["proxy", "hs/s", "CPU/hs", "×nginx", "×best", "hs/s/core", "proxy CPU",
+               "busy c0/c1", "p50", "p99", "resumed", "tix/conn", "errors"]
+    rows = []
+    for name, r in results.items():
+        if r.get("status") != "ok":
+            rows.append(_status_row(name, r))
+            continue
+        x = rat.get(name, {}).get("cpu_us_per_hs", {})
+        err = _errors(r)
+        rate = r.get("resumption_rate")
+        rows.append([
+            name, _num(r.get("rps"), "{:,.0f}"), _num(r.get("cpu_us_per_hs"), "{:.0f} µs"),
+            f"{x['vs_nginx']:.2f}×" if "vs_nginx" in x else "-",
+            f"{x['vs_best']:.2f}×" if "vs_best" in x else "-",
+            _num(r.get("hs_per_core_s"), "{:,.0f}"), _num(r.get("proxy_cpu_pct"), "{:.0f}%"),
+            _busy(r), _ms(r.get("p50_us")), _ms(r.get("p99_us")),
+            "-" if rate is None else f"{rate * 100:.1f}%",
+            _num(r.get("tickets_per_conn"), "{:.1f}"), f"{err:,}" + (" !" if err else ""),
+        ])
+    return _table(headers, rows)
+
+
+def render_tls(title, results, kind_titles):
+    """Text of the `tls` scenario (results: {kind: {proxy: row}}) and its ratios
+    ({kind: {proxy: {metric: ...}}})."""
+    out = [f"== {title} =="]
+    all_rat = {}
+    for kind, rows in results.items():
+        rat = tls_ratios(rows)
+        all_rat[kind] = rat
+        out.append(f"-- {kind}: {kind_titles.get(kind, kind)}")
+        out.append(_tls_rows(rows, rat))
+        for name, r in rows.items():
+            if name in PEERS:
+                continue
+            if r.get("status") != "ok":
+                note = f" ({r['note']})" if r.get("note") and r.get("status") != "failed" else ""
+                out.append(f"  {name}: {r.get('status')}{note} - no ratios")
+                continue
+            if not _clean(r):
+                out.append(f"  WARNING: {name} had {_errors(r):,} failed connections; its speed "
+                           "is not comparable")
+            for key, label, better, fmt in TLS_METRICS[:2]:
+                x = rat.get(name, {}).get(key)
+                if not x:
+                    continue
+                parts = []
+                if "vs_nginx" in x:
+                    parts.append(f"{x['vs_nginx']:.2f}× nginx ({fmt(x['nginx_value'])})")
+                if "vs_best" in x:
+                    parts.append(f"{x['vs_best']:.2f}× best ({x['best']} {fmt(x['best_value'])})")
+                out.append(f"  {name} {label} = {', '.join(parts)}   [{better} is better]")
+        for name, r in rows.items():
+            out += [f"  note: {name}: {w}" for w in r.get("warnings", ())]
+    out.append("  hs/s/core = handshakes per second of proxy CPU time (1 / CPU per handshake): "
+               "what one saturated core would do; when the load-generator core is the limit "
+               "(busy c1 ~100%), compare this and CPU/hs rather than hs/s.")
+    return "\n".join(out), all_rat
