@@ -202,7 +202,7 @@ static void run(tcp_test_t *t)
     close(t->up_fd);
 }
 
-Test(tcp_proxy, echo_through_a_tiny_ring_with_a_pending_peer, .timeout = 60)
+Test(tcp_proxy, echo_through_a_tiny_ring_with_a_pending_peer, .timeout = 30)
 {
     static tcp_test_t t;
     memset(&t, 0, sizeof(t));
