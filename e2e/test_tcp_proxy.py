@@ -630,3 +630,43 @@ def test_good_tcp_config_passes(tmp_path):
                                 "timeouts": {"connect": "1s", "idle": "1h"}}}}
     r = check_config(tmp_path, json.dumps(doc), name="t.json")
     assert r.returncode == 0 and "configuration OK" in r.stdout, r.stderr
+
+
+def test_source_address_from_client_bind_to_ipv4(procs, tmp_path):
+    def tell_peer(conn, rec):
+        conn.sendall(conn.getpeername()[0].encode() + b"\n")
+
+    up = Upstream(tell_peer)
+    g = tcp_gateway(procs, tmp_path, [up.addr], extra={"client_bind_to_ipv4": ["127.0.0.2"]})
+    assert greeting_of(g) == "127.0.0.2"                 # what the upstream saw
+    up.close()
+
+
+def test_tls_upstream(procs, tmp_path, nginx_tls, certs):
+    """A plain tcp listener whose upstream is reached over TLS (verified against the lab CA,
+    with SNI): the client speaks plain HTTP/1.0, nginx answers what its TLS side saw."""
+    g = tcp_gateway(procs, tmp_path, [nginx_tls.addr("plain")],
+                    upstream_extra={"tls": {"sni": "advanced.pingora.local",
+                                            "ca": str(certs / "ca.crt")}})
+    with connect(g, timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.0\r\nHost: advanced.pingora.local\r\n\r\n")
+        answer = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            answer += b
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"sni=advanced.pingora.local" in answer and b"proto=TLSv1.3" in answer, answer
+
+
+def test_tls_upstream_with_a_bad_certificate_is_refused(procs, tmp_path, nginx_tls, certs):
+    g = tcp_gateway(procs, tmp_path, [nginx_tls.addr("plain")],
+                    upstream_extra={"tls": {"sni": "wrong.example", "ca": str(certs / "ca.crt")}})
+    with connect(g, timeout=10) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    g.wait_log(r"TLS handshake with upstream wrong.example failed")
