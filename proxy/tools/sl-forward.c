@@ -230,6 +230,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: sl-forward --listen ADDR --upstream ADDR [options]\n");
         return 2;
     }
+    sl_tls_settings_t *tls = NULL;
+    if (tls_cert) {
+        sl_error_t err;
+        if (sl_tls_settings_intermediate(tls_cert, tls_key ? tls_key : tls_cert, &tls, &err) != 0 ||
+            (client_ca && sl_tls_settings_set_client_ca(tls, client_ca, &err) != 0)) {
+            fprintf(stderr, "sl-forward: %s\n", err.msg);
+            return 2;
+        }
+        if (h2)
+            sl_tls_settings_enable_h2(tls);
+        if (hs_ms >= 0)
+            sl_tls_settings_set_handshake_timeout(tls, (uint64_t)hs_ms);
+    }
     sl_opt_t opt = {0};
     sl_server_conf_t conf;
     sl_server_conf_init(&conf);
@@ -262,19 +275,6 @@ int main(int argc, char **argv)
         o->max_headers = (size_t)max_hdrs;
     if (max_line >= 0)
         o->max_request_line = (size_t)max_line;
-    sl_tls_settings_t *tls = NULL;
-    if (tls_cert) {
-        sl_error_t err;
-        if (sl_tls_settings_intermediate(tls_cert, tls_key ? tls_key : tls_cert, &tls, &err) != 0 ||
-            (client_ca && sl_tls_settings_set_client_ca(tls, client_ca, &err) != 0)) {
-            fprintf(stderr, "sl-forward: %s\n", err.msg);
-            return 2;
-        }
-        if (h2)
-            sl_tls_settings_enable_h2(tls);
-        if (hs_ms >= 0)
-            sl_tls_settings_set_handshake_timeout(tls, (uint64_t)hs_ms);
-    }
     if ((tls ? sl_service_add_tls(svc, listen, tls) : sl_service_add_listen(svc, listen)) != 0) {
         fprintf(stderr, "sl-forward: invalid listen address %s\n", listen);
         return 2;

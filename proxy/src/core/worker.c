@@ -194,6 +194,7 @@ void sl__worker_defer(sl_worker_t *w, void (*fn)(void *), void *arg)
 /* ---- references and draining ------------------------------------------------------------- */
 
 static void worker_stop_loop(sl_worker_t *w);
+static void on_defer_idle(uv_idle_t *h);
 
 static void check_drained(sl_worker_t *w)
 {
@@ -287,6 +288,10 @@ static void worker_stop_loop(sl_worker_t *w)
     for (sl_cb_entry_t *e = w->server->on_worker_stop; e; e = e->next)
         ((sl_worker_cb)e->fn)(w, e->data);
     close_listeners(w);
+    /* Deferred work (frees, write completions) runs now: the idle handle that would run it
+     * is about to close. */
+    while (w->deferred)
+        on_defer_idle(&w->defer_idle);
     sl__stream_thread_cleanup();
     sl_timeout_thread_close();
     /* Whatever is still open (idle pooled connections, timers a finished task forgot) closes

@@ -861,9 +861,13 @@ static int down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag)
 static void h1_response_head(sl_session_t *s, sl_response_header_t *r)
 {
     h1_down_t *d = sl_container_of(s->down, h1_down_t, base);
-    if (s->head || s->resp_body_up == BODY_NONE) {
+    /* gRPC's status comes in trailers: HTTP/1.1 carries them only in chunked framing. */
+    const sl_str_t *ct = sl_headers_get(&r->headers, "content-type");
+    bool grpc = ct && sl_str_starts_with(*ct, "application/grpc") && s->req.version >= 11;
+    if (s->head || (s->resp_body_up == BODY_NONE && !grpc)) {
         s->resp_body_down = BODY_NONE;
-    } else if (s->resp_body_up == BODY_LENGTH && sl_headers_get(&r->headers, "content-length")) {
+    } else if (s->resp_body_up == BODY_LENGTH && !grpc &&
+               sl_headers_get(&r->headers, "content-length")) {
         s->resp_body_down = BODY_LENGTH;
     } else if (s->req.version >= 11) {
         sl_headers_remove(&r->headers, "content-length");

@@ -29,6 +29,7 @@ struct sl_pool {
 
 static void up_close(h1_up_t *u);
 static const sl_up_ops_t h1_up_ops;
+static void dial_done(h1_up_t *u, int err);
 static void arm(h1_up_t *u, int mode, uint64_t ms);
 static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static const llhttp_settings_t *response_settings(void);
@@ -71,6 +72,16 @@ static bool key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b)
            memcmp(&a->addr, &b->addr, a->addr_len) == 0 && a->tls == b->tls &&
            a->tls_ctx == b->tls_ctx && a->verify_name == b->verify_name &&
            strcmp(a->sni, b->sni) == 0;
+}
+
+void sl__pool_key(sl_pool_key_t *k, const sl_peer_t *peer, void *tls_ctx)
+{
+    key_from_peer(k, peer, tls_ctx);
+}
+
+bool sl__pool_key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b)
+{
+    return key_eq(a, b);
 }
 
 /* ---- pool ------------------------------------------------------------------------------------ */
@@ -175,9 +186,7 @@ static void on_timer(sl_timeout_t *t)
         up_close(u);
         break;
     case UTIMER_CONNECT:
-        up_close(u);
-        if (s)
-            sl__session_on_connected(s, NULL, SL_ETIMEDOUT_CONNECT);
+        dial_done(u, SL_ETIMEDOUT_CONNECT);
         break;
     case UTIMER_READ:
         if (s)
@@ -251,26 +260,38 @@ static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_
     return u;
 }
 
+/* The dial ended: tell whoever asked (a session, or an HTTP/2 connection being set up). */
+static void dial_done(h1_up_t *u, int err)
+{
+    sl_session_t *s = u->base.session;
+    void (*cb)(void *, h1_up_t *, int) = u->dial_cb;
+    void *arg = u->dial_arg;
+    u->dial_cb = NULL;
+    u->dial_peer = NULL;
+    if (err)
+        up_close(u);
+    if (cb)
+        cb(arg, err ? NULL : u, err);
+    else if (s)
+        sl__session_on_connected(s, err ? NULL : &u->base, err);
+}
+
 static void on_tls_handshake(sl_stream_t *st, int status)
 {
     h1_up_t *u = sl_stream_data(st);
     if (u->state != UP_HANDSHAKE)
         return;
-    sl_session_t *s = u->base.session;
     if (status) {
+        const sl_peer_t *peer = u->dial_peer;
         char addr[300];
-        sl_peer_addr_str(&s->peer, addr, sizeof(addr));
+        sl_peer_addr_str(peer, addr, sizeof(addr));
         SL_WARN("TLS handshake with upstream %s (%s) failed: %s", addr,
-                s->peer.sni[0] ? s->peer.sni : "no SNI", sl__tls_error(st));
-        up_close(u);
-        if (s)
-            sl__session_on_connected(s, NULL,
-                                     status == UV_ETIMEDOUT ? SL_ETIMEDOUT_CONNECT : SL_ETLS);
+                peer->sni[0] ? peer->sni : "no SNI", sl__tls_error(st));
+        dial_done(u, status == UV_ETIMEDOUT ? SL_ETIMEDOUT_CONNECT : SL_ETLS);
         return;
     }
     u->state = UP_ACTIVE;
-    if (s)
-        sl__session_on_connected(s, &u->base, 0);
+    dial_done(u, 0);
 }
 
 static void on_connect(uv_connect_t *req, int status)
@@ -278,74 +299,113 @@ static void on_connect(uv_connect_t *req, int status)
     h1_up_t *u = req->data;
     if (u->state != UP_CONNECTING)
         return; /* timed out or abandoned: already reported */
-    sl_session_t *s = u->base.session;
     arm(u, UTIMER_NONE, 0);
     if (status < 0) {
-        up_close(u);
-        if (s)
-            sl__session_on_connected(s, NULL, status);
+        dial_done(u, status);
         return;
     }
     sl_stream_set_nodelay(u->base.stream, true);
-    if (s && s->peer.tls) {
+    const sl_peer_t *peer = u->dial_peer;
+    if (peer->tls) {
         /* TLS inside the same connect budget: the total timeout if set, else connect's. */
-        const sl_peer_options_t *o = &s->peer.options;
+        const sl_peer_options_t *o = &peer->options;
         uint64_t t =
             o->total_connection_timeout_ms ? o->total_connection_timeout_ms : o->connect_timeout_ms;
         u->state = UP_HANDSHAKE;
-        const char *name = s->peer.sni[0] ? s->peer.sni : NULL;
-        if (sl__tls_client_start(u->base.stream, s->tls_ctx, name, o->verify_hostname,
-                                 (const struct sockaddr *)&s->peer.addr, t ? t : 10000,
-                                 on_tls_handshake) != 0) {
-            up_close(u);
-            sl__session_on_connected(s, NULL, SL_ETLS);
-        }
+        const char *name = peer->sni[0] ? peer->sni : NULL;
+        if (sl__tls_client_start(u->base.stream, u->key.tls_ctx, name, o->verify_hostname,
+                                 (const struct sockaddr *)&peer->addr, t ? t : 10000,
+                                 on_tls_handshake) != 0)
+            dial_done(u, SL_ETLS);
         return;
     }
     u->state = UP_ACTIVE;
-    if (s)
-        sl__session_on_connected(s, &u->base, 0);
+    dial_done(u, 0);
+}
+
+/* Dials peer (which must stay valid until the dial ends); returns 0 or an error (then u is
+ * closed and nothing is reported). */
+static int dial(h1_up_t *u, sl_http_service_t *svc, const sl_peer_t *peer)
+{
+    u->state = UP_CONNECTING;
+    u->dial_peer = peer;
+    u->idle_timeout_ms = peer->options.idle_timeout_ms;
+    u->connect_req.data = u;
+    uint64_t t = peer->options.connect_timeout_ms;
+    if (peer->options.total_connection_timeout_ms &&
+        (!t || peer->options.total_connection_timeout_ms < t))
+        t = peer->options.total_connection_timeout_ms;
+    int rc;
+    if (peer->addr.ss_family == AF_UNIX) {
+        const char *path = ((const struct sockaddr_un *)&peer->addr)->sun_path;
+        uv_pipe_connect(&u->connect_req, &u->base.stream->u.pipe, path, on_connect);
+        rc = 0;
+    } else {
+        /* client_bind_to_ipv4/ipv6: the source address, spread over the list. */
+        bool v4 = peer->addr.ss_family == AF_INET;
+        size_t nb = v4 ? svc->n_bind4 : svc->n_bind6;
+        rc = 0;
+        if (nb) {
+            const struct sockaddr_storage *b =
+                &(v4 ? svc->bind4 : svc->bind6)[u->hw->bind_next++ % nb];
+            rc = uv_tcp_bind(&u->base.stream->u.tcp, (const struct sockaddr *)b, 0);
+        }
+        if (rc == 0)
+            rc = uv_tcp_connect(&u->connect_req, &u->base.stream->u.tcp,
+                                (const struct sockaddr *)&peer->addr, on_connect);
+    }
+    if (rc) {
+        u->dial_cb = NULL;
+        up_close(u);
+        return rc;
+    }
+    arm(u, UTIMER_CONNECT, t);
+    return 0;
 }
 
 void sl__up_connect(sl_session_t *s)
 {
     h1_up_t *u = up_alloc(s->hw, &s->peer, s->tls_ctx);
-    u->state = UP_CONNECTING;
     u->base.session = s;
-    u->idle_timeout_ms = s->peer.options.idle_timeout_ms;
     s->up = &u->base;
-    u->connect_req.data = u;
-    uint64_t t = s->peer.options.connect_timeout_ms;
-    if (s->peer.options.total_connection_timeout_ms &&
-        (!t || s->peer.options.total_connection_timeout_ms < t))
-        t = s->peer.options.total_connection_timeout_ms;
-    int rc;
-    if (s->peer.addr.ss_family == AF_UNIX) {
-        const char *path = ((const struct sockaddr_un *)&s->peer.addr)->sun_path;
-        uv_pipe_connect(&u->connect_req, &u->base.stream->u.pipe, path, on_connect);
-        rc = 0;
-    } else {
-        /* client_bind_to_ipv4/ipv6: the source address, spread over the list. */
-        const sl_http_service_t *svc = s->svc;
-        bool v4 = s->peer.addr.ss_family == AF_INET;
-        size_t nb = v4 ? svc->n_bind4 : svc->n_bind6;
-        rc = 0;
-        if (nb) {
-            const struct sockaddr_storage *b =
-                &(v4 ? svc->bind4 : svc->bind6)[s->hw->bind_next++ % nb];
-            rc = uv_tcp_bind(&u->base.stream->u.tcp, (const struct sockaddr *)b, 0);
-        }
-        if (rc == 0)
-            rc = uv_tcp_connect(&u->connect_req, &u->base.stream->u.tcp,
-                                (const struct sockaddr *)&s->peer.addr, on_connect);
-    }
+    int rc = dial(u, s->svc, &s->peer);
     if (rc) {
-        up_close(u);
         s->up = NULL;
         sl__session_on_connected(s, NULL, rc);
-        return;
     }
-    arm(u, UTIMER_CONNECT, t);
+}
+
+int sl__up_dial(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx,
+                void (*cb)(void *arg, h1_up_t *u, int err), void *arg, h1_up_t **out)
+{
+    h1_up_t *u = up_alloc(hw, peer, tls_ctx);
+    u->dial_cb = cb;
+    u->dial_arg = arg;
+    *out = u;
+    int rc = dial(u, hw->svc, peer);
+    if (rc)
+        *out = NULL;
+    return rc;
+}
+
+void sl__up_dial_cancel(h1_up_t *u)
+{
+    u->dial_cb = NULL;
+    u->dial_peer = NULL;
+    up_close(u);
+}
+
+sl_stream_t *sl__up_take_stream(h1_up_t *u)
+{
+    sl_stream_t *st = u->base.stream;
+    arm(u, UTIMER_NONE, 0);
+    sl_timeout_stop(&u->tmo);
+    sl__iobuf_put(u->hw, &u->in);
+    sl_stream_read_stop(st);
+    sl_stream_set_data(st, NULL);
+    free(u->hdrs);
+    free(u); /* the connection stays counted open: its new owner closes it */
+    return st;
 }
 
 /* ---- writing --------------------------------------------------------------------------------- */

@@ -216,7 +216,9 @@ static void stream_consume(h2_stream_t *st)
     memmove(st->in.data, st->in.data + st->delivered, st->in.len - st->delivered);
     st->in.len -= st->delivered;
     st->delivered = 0;
+    st->pins++;    /* the flush may close the stream: the caller frees it */
     conn_flush(c); /* WINDOW_UPDATE */
+    st->pins--;
 }
 
 /* Hands buffered body bytes (and the end) to the session when it wants them. */
@@ -688,10 +690,10 @@ static void stream_detach(h2_stream_t *st, bool cut)
         else if (!st->recv_end) /* the response is complete: stop the upload (RFC 9113 8.1) */
             nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
     }
-    st->pins++;
+    st->pins++; /* the flush may close the stream (our RST_STREAM) */
     stream_consume(st);
-    st->pins--;
     conn_flush(c);
+    st->pins--;
     stream_maybe_free(st);
 }
 
@@ -878,6 +880,13 @@ static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
+static void free_conn(void *arg)
+{
+    h2_conn_t *c = arg;
+    h2_out_free(&c->out);
+    free(c);
+}
+
 static void on_socket_closed(sl_stream_t *stream)
 {
     h2_conn_t *c = sl_stream_data(stream);
@@ -934,8 +943,8 @@ static void conn_close(h2_conn_t *c, int err)
         sl_stream_close_graceful(c->stream, 2000);
     else
         sl_stream_close(c->stream, NULL);
-    h2_out_free(&c->out);
-    free(c);
+    /* Freed on the next loop iteration: callers up the stack may still look at c->closing. */
+    sl__worker_defer(hw->worker, free_conn, c);
 }
 
 static nghttp2_session_callbacks *callbacks(void)

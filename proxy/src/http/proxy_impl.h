@@ -83,6 +83,7 @@ struct sl_http_worker {
     sl_pool_t *pool;
     h1_down_t *conns;        /* every HTTP/1.1 client connection, for shutdown */
     struct h2_conn *h2conns; /* every HTTP/2 client connection */
+    struct h2u_conn *h2up;   /* HTTP/2 upstream connections (and HTTP/1.1-only memories) */
     char *h2_rbuf;           /* HTTP/2 reads (nghttp2 consumes them at once) */
     h1_parse_t *free_parse;
     size_t n_free_parse;
@@ -239,6 +240,10 @@ typedef struct sl_pool_key {
 struct h1_up {
     sl_up_t base;
     sl_http_worker_t *hw;
+    /* while dialing: the peer, and who hears the outcome when not a session */
+    const sl_peer_t *dial_peer;
+    void (*dial_cb)(void *arg, h1_up_t *u, int err);
+    void *dial_arg;
     h1_up_state_t state;
     sl_pool_key_t key;
     llhttp_t parser;
@@ -343,7 +348,9 @@ struct sl_session {
     sl_headers_t req_trailers;
     char client_ip[48];
     struct sockaddr_storage client_addr; /* a copy: the session may outlive its client side */
-    bool detached;                       /* the client side is gone; a hook owes a resume */
+    struct h2u_conn *h2_wait;            /* waiting for a stream of this HTTP/2 connection */
+    sl_session_t *h2_wait_next;
+    bool detached; /* the client side is gone; a hook owes a resume */
     sl_session_t *next_free;
     sl_arena_t arena; /* last: everything before it is reset per request */
 };
@@ -377,11 +384,30 @@ void sl__h2_down_shutdown_all(sl_http_worker_t *hw, bool expired);
 /* 1: p starts with the whole client preface, 0: with a part of it, -1: not at all. */
 int sl__h2_preface_match(const char *p, size_t n);
 
+/* h2_up.c */
+void sl__h2_up_init(void);
+/* A stream for the session's peer over HTTP/2: 0 (s->up is set), SL_PENDING (a connection is
+ * being dialled or has no free slot yet: sl__session_on_connected follows), 1 (the peer speaks
+ * HTTP/1.1: use the HTTP/1.1 side), or an error. */
+int sl__h2_up_attach(sl_session_t *s);
+void sl__h2_up_unwait(sl_session_t *s);
+void sl__h2_up_close_all(sl_http_worker_t *hw);
+
 /* h1_up.c */
 /* Takes an idle pooled connection for the session's peer (and TLS context), or NULL. */
 sl_up_t *sl__up_pool_take(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx);
 /* Dials the session's peer; sl__session_on_connected() reports the outcome. */
 void sl__up_connect(sl_session_t *s);
+/* Dials peer (valid until cb) for another owner: cb(arg, u or NULL, err) reports. Returns 0, or
+ * an error at once (cb is not called). */
+int sl__up_dial(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx,
+                void (*cb)(void *arg, h1_up_t *u, int err), void *arg, h1_up_t **out);
+void sl__up_dial_cancel(h1_up_t *u);
+/* Takes a dialed connection's socket (TLS included) for another protocol; u is freed. */
+sl_stream_t *sl__up_take_stream(h1_up_t *u);
+/* The pool key of a peer. */
+void sl__pool_key(sl_pool_key_t *k, const sl_peer_t *peer, void *tls_ctx);
+bool sl__pool_key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b);
 void sl__pool_free(sl_pool_t *pool);
 sl_pool_t *sl__pool_new(sl_http_worker_t *hw, size_t max_idle);
 size_t sl__pool_idle_count(const sl_pool_t *pool);

@@ -57,6 +57,7 @@ static void worker_stop(void *data, sl_worker_t *w)
     hw->shutting_down = true;
     sl__down_shutdown_all(hw, true);
     sl__h2_down_shutdown_all(hw, true);
+    sl__h2_up_close_all(hw);
     sl__pool_free(hw->pool);
     free(hw->h2_rbuf);
     hw->h2_rbuf = NULL;
@@ -132,6 +133,7 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
                                         void *app)
 {
     sl__h2_init();
+    sl__h2_up_init();
     sl_http_service_t *svc = sl_xcalloc(1, sizeof(*svc));
     svc->hooks = *hooks;
     svc->app = app;

@@ -80,6 +80,8 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 {
     if (!s)
         return;
+    if (s->h2_wait)
+        sl__h2_up_unwait(s);
     if (s->pending && !s->detached) {
         /* A hook owes a resume: the session outlives its client side until it comes (the
          * hook's callback still holds s). */
@@ -304,6 +306,22 @@ static int run_state(sl_session_t *s)
                 SL_ERROR("upstream TLS settings: %s", err.msg);
                 return sl_session_error(s, "upstream TLS settings are invalid");
             }
+        }
+        const sl_peer_options_t *po = &s->peer.options;
+        if (po->alpn == SL_ALPN_H2 || (s->peer.tls && po->alpn == SL_ALPN_H2H1)) {
+            s->reused = false;
+            int rc = sl__h2_up_attach(s);
+            if (rc == 0) {
+                atomic_fetch_add_explicit(&s->hw->st_reused, 1, memory_order_relaxed);
+                return 0;
+            }
+            if (rc == SL_PENDING) {
+                set_state(s, SS_CONNECTING);
+                return SL_PENDING;
+            }
+            if (rc < 0)
+                return rc;
+            /* rc 1: this upstream answers HTTP/1.1 */
         }
         sl_up_t *u = s->no_pool ? NULL : sl__up_pool_take(s->hw, &s->peer, s->tls_ctx);
         if (u) {

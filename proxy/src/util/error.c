@@ -39,6 +39,7 @@ static const err_info_t sl_errors[] = {
     {SL_ETUNNEL, "SL_ETUNNEL", "upstream proxy tunnel failed", 502},
     {SL_ENOUPSTREAM, "SL_ENOUPSTREAM", "no upstream available", 502},
     {SL_EH2, "SL_EH2", "HTTP/2 protocol error", 502},
+    {SL_EUPSTREAM_NO_H2, "SL_EUPSTREAM_NO_H2", "upstream does not speak HTTP/2", 502},
     {SL_ECONFLICT, "SL_ECONFLICT", "conflicts with the current state", 409},
 };
 
