@@ -417,10 +417,12 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     if (!rc && proto) {
         if (!strcmp(proto, "http1"))
             u->protocol = GW_PROTO_HTTP1;
-        else if (!strcmp(proto, "h2") || !strcmp(proto, "h2c") || !strcmp(proto, "grpc"))
-            rc = sl_error_set(err, SL_ECONFIG,
-                              "%s.protocol: %s upstreams are not supported by this build yet", p,
-                              proto);
+        else if (!strcmp(proto, "h2"))
+            u->protocol = GW_PROTO_H2;
+        else if (!strcmp(proto, "h2c"))
+            u->protocol = GW_PROTO_H2C;
+        else if (!strcmp(proto, "grpc"))
+            u->protocol = GW_PROTO_GRPC;
         else
             rc = sl_error_set(err, SL_ECONFIG,
                               "%s.protocol: unknown value \"%s\" (http1, h2, h2c, grpc)", p, proto);
@@ -433,6 +435,13 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
         return rc;
     if (u->host && !valid_host(u->host, false))
         return sl_error_set(err, SL_ECONFIG, "%s.host: \"%s\" is not a host name", p, u->host);
+    /* h2 is HTTP/2 over TLS (ALPN), h2c in cleartext by prior knowledge; grpc is either. */
+    if (u->protocol == GW_PROTO_H2 && !u->tls)
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s.protocol: h2 needs tls (for cleartext HTTP/2 use h2c)", p);
+    if (u->protocol == GW_PROTO_H2C && u->tls)
+        return sl_error_set(err, SL_ECONFIG,
+                            "%s.protocol: h2c is cleartext; with tls use h2", p);
     const cJSON *disc = cJSON_GetObjectItemCaseSensitive(v, "discovery");
     if (disc && !cJSON_IsNull(disc)) {
         char dp[SL_CFG_PATH_MAX];

@@ -131,6 +131,8 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         memcpy(peer->sni, name, n);
         peer->sni[n] = '\0';
     }
+    if (u->protocol != GW_PROTO_HTTP1)
+        o->alpn = SL_ALPN_H2; /* h2 by ALPN over TLS, else by prior knowledge (h2c) */
     if (u->tls) {
         peer->tls = true;
         o->verify_cert = o->verify_hostname = u->tls->verify;
