@@ -15,7 +15,7 @@ class Gateway:
     listener and admin addresses are filled in."""
 
     def __init__(self, procs, tmp_path, conf, threads=1, token=None, name="sluice", extra=None,
-                 more_listeners=()):
+                 more_listeners=(), env=None):
         self.port = free_port()
         self.admin_port = free_port()
         self.tmp_path = tmp_path
@@ -36,7 +36,7 @@ class Gateway:
         self.token = token
         self.path = tmp_path / f"{name}.yaml"
         self.write(doc)
-        self.proc = procs.start([SLUICE, "-c", self.path], name=name)
+        self.proc = procs.start([SLUICE, "-c", self.path], name=name, env=env)
         wait_port(self.port)
         wait_port(self.admin_port)
         self.url = f"http://127.0.0.1:{self.port}"

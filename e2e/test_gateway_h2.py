@@ -94,3 +94,17 @@ def test_h2_upstream_over_tls(procs, tmp_path, certs, nginx_tls):
 def test_t_rejects_bad_upstream_protocol(tmp_path, up, msg):
     r = check_config(tmp_path, json.dumps({"upstreams": {"u": up}}))
     assert r.returncode == 1 and msg in r.stderr, r.stderr
+
+
+def test_upstream_debug_ssl_keylog(procs, tmp_path, certs, nginx_tls):
+    keylog = tmp_path / "keys.log"
+    g = Gateway(procs, tmp_path, {
+        "upstreams": {"adv": {"backends": [nginx_tls.addr("plain")],
+                              "tls": {"sni": "advanced.pingora.local",
+                                      "ca": str(certs / "ca.crt")}}},
+        "routes": [{"match": {"path": "/", "path_type": "prefix"}, "upstream": "adv"}],
+    }, extra={"upstream_debug_ssl_keylog": True}, env={"SSLKEYLOGFILE": str(keylog)})
+    assert g.get("/")[0] == 200
+    text = keylog.read_text()
+    assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in text and "SERVER_TRAFFIC_SECRET_0" in text
+    assert g.wait_log("writing upstream TLS session keys")

@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 #include "http/proxy_impl.h"
+#include "io/tls.h"
 #include "sluice/tls.h"
 #include "util/mem.h"
 
@@ -143,6 +144,8 @@ sl_service_t *sl_http_proxy_service_new(const sl_server_conf_t *conf, const sl_p
     svc->workers = sl_xcalloc(svc->n_workers, sizeof(*svc->workers));
     if (conf) {
         svc->ca_file = conf->ca_file ? sl_xstrdup(conf->ca_file) : NULL;
+        if (conf->upstream_debug_ssl_keylog)
+            sl__tls_keylog_enable();
         svc->bind4 = parse_binds(conf->client_bind_to_ipv4, conf->n_client_bind_to_ipv4, AF_INET,
                                  &svc->n_bind4);
         svc->bind6 = parse_binds(conf->client_bind_to_ipv6, conf->n_client_bind_to_ipv6, AF_INET6,

@@ -978,6 +978,42 @@ int sl_stream_client_cert_subject(const sl_stream_t *s, char *buf, size_t cap)
 
 static pthread_mutex_t client_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* upstream_debug_ssl_keylog: session secrets of upstream connections go to $SSLKEYLOGFILE (NSS
+ * key log format, for Wireshark). Off unless asked; a debugging aid, never for production. */
+static _Atomic bool keylog_on;
+static pthread_mutex_t keylog_lock = PTHREAD_MUTEX_INITIALIZER;
+static FILE *keylog_file;
+
+void sl__tls_keylog_enable(void)
+{
+    const char *path = getenv("SSLKEYLOGFILE");
+    if (!path || !*path) {
+        SL_WARN("upstream_debug_ssl_keylog is set but SSLKEYLOGFILE is not: no key log");
+        return;
+    }
+    pthread_mutex_lock(&keylog_lock);
+    if (!keylog_file) {
+        keylog_file = fopen(path, "a");
+        if (keylog_file)
+            setvbuf(keylog_file, NULL, _IOLBF, 0);
+        else
+            SL_WARN("SSLKEYLOGFILE %s: %s", path, strerror(errno));
+    }
+    pthread_mutex_unlock(&keylog_lock);
+    if (keylog_file) {
+        SL_WARN("writing upstream TLS session keys to %s (upstream_debug_ssl_keylog)", path);
+        atomic_store(&keylog_on, true);
+    }
+}
+
+static void keylog_cb(const SSL *ssl, const char *line)
+{
+    pthread_mutex_lock(&keylog_lock);
+    if (keylog_file)
+        fprintf(keylog_file, "%s\n", line);
+    pthread_mutex_unlock(&keylog_lock);
+}
+
 static long long file_mtime_ns(const char *path)
 {
     struct stat st;
@@ -994,10 +1030,11 @@ SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_er
     char key[1400];
     /* Keyed by the files' change times too: a renewed client certificate or trust store is
      * picked up by the next connection, without a restart. */
-    int kl = snprintf(key, sizeof(key), "%s@%lld|%s@%lld|%s@%lld|%d|%d", ca ? ca : "-",
+    int kl = snprintf(key, sizeof(key), "%s@%lld|%s@%lld|%s@%lld|%d|%d|%d", ca ? ca : "-",
                       file_mtime_ns(ca), o->client_cert ? o->client_cert : "-",
                       file_mtime_ns(o->client_cert), o->client_key ? o->client_key : "-",
-                      file_mtime_ns(o->client_key), o->verify_cert, (int)o->alpn);
+                      file_mtime_ns(o->client_key), o->verify_cert, (int)o->alpn,
+                      (int)atomic_load(&keylog_on));
     if (kl < 0 || (size_t)kl >= sizeof(key)) {
         sl_error_set(err, SL_ETLS, "TLS file names too long");
         return NULL;
@@ -1013,6 +1050,8 @@ SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_er
         sl_oom();
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (atomic_load(&keylog_on))
+        SSL_CTX_set_keylog_callback(ctx, keylog_cb);
     int rc = 0;
     if (o->verify_cert) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);

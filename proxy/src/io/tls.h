@@ -26,6 +26,9 @@ int sl__tls_client_start(sl_stream_t *s, SSL_CTX *ctx, const char *sni, bool ver
  * a reference). default_ca is the server's ca_file (NULL: the system's trust store). */
 SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_error_t *err);
 
+/* upstream_debug_ssl_keylog: client contexts made from now on log keys to $SSLKEYLOGFILE. */
+void sl__tls_keylog_enable(void);
+
 /* Stream operations while TLS is on (stream.c dispatches here). */
 int sl__tls_read_start(sl_stream_t *s);
 int sl__tls_read_stop(sl_stream_t *s);
