@@ -14,6 +14,7 @@ void sl_peer_init(sl_peer_t *p)
     p->options.read_timeout_ms = 60000;
     p->options.write_timeout_ms = 60000;
     p->options.idle_timeout_ms = 60000;
+    p->options.tunnel_idle_timeout_ms = 3600000;
     p->options.verify_cert = true;
     p->options.verify_hostname = true;
 }
