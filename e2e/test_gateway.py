@@ -458,3 +458,17 @@ def test_admin_port_busy_exits_3(procs, tmp_path):
     blocker.close()
     assert r.returncode == 3, r.stderr
     assert "admin API" in r.stderr and "address already in use" in r.stderr
+
+
+def test_admin_answers_expect_100_continue(procs, tmp_path):
+    """A client that asks (curl does for bodies over 1 MiB) hears 100 Continue before sending."""
+    import socket
+    g = Gateway(procs, tmp_path, {"routes": [{"match": {"path": "/"}, **respond("old")}]})
+    body = json.dumps({"routes": [{"match": {"path": "/"}, **respond("new")}]}).encode()
+    with socket.create_connection(("127.0.0.1", g.admin_port), timeout=5) as s:
+        s.sendall(b"PUT /config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(body)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    assert g.get("/")[2] == b"new"

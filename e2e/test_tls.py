@@ -374,3 +374,13 @@ def test_upstream_client_cert_renewal_picked_up(start_fwd, nginx_tls, certs, tmp
     os.replace(tmp_path / "n.crt", crt)
     r = curl(f"http://127.0.0.1:{fwd.port}/")
     assert "CN=Renewed" in upstream_says(r.stdout)["client"], r.stdout
+
+
+def test_encrypted_key_refused_without_prompting(certs, tmp_path):
+    enc = tmp_path / "enc.key"
+    subprocess.run(["openssl", "pkey", "-in", certs / "server.key", "-aes256", "-passout",
+                    "pass:secret", "-out", enc], check=True, capture_output=True)
+    r = subprocess.run(["setsid", FORWARD, "--listen", f"127.0.0.1:{free_port()}", "--upstream",
+                        "127.0.0.1:1", "--tls-cert", certs / "server.crt", "--tls-key", enc],
+                       capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "no PEM private key" in r.stderr, r.stderr

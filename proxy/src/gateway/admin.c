@@ -61,14 +61,14 @@ struct admin_conn {
     char *body;
     size_t body_len, body_cap;
     size_t head_bytes;
-    bool too_large, done, closing, writing, discarding;
+    bool too_large, done, closing, writing, discarding, expect_continue;
     char *pending; /* pipelined bytes read while an answer was being written */
     size_t pending_len;
     int pending_close;
     admin_conn_t *next, *prev;
 };
 
-enum { H_NONE, H_AUTH, H_CTYPE };
+enum { H_NONE, H_AUTH, H_CTYPE, H_EXPECT };
 
 static void conn_close(admin_conn_t *c);
 static void on_idle(uv_timer_t *t);
@@ -389,8 +389,14 @@ static int on_value(llhttp_t *p, const char *at, size_t len)
             c->hdr = H_AUTH;
         else if (c->field_len == 12 && !strncasecmp(c->field, "content-type", 12))
             c->hdr = H_CTYPE;
+        else if (c->field_len == 6 && !strncasecmp(c->field, "expect", 6))
+            c->hdr = H_EXPECT;
         else
             c->hdr = -1;
+    }
+    if (c->hdr == H_EXPECT) {
+        c->expect_continue = len >= 12 && !strncasecmp(at, "100-continue", 12);
+        return 0;
     }
     char *dst = c->hdr == H_AUTH ? c->auth : c->hdr == H_CTYPE ? c->ctype : NULL;
     size_t *dlen = c->hdr == H_AUTH ? &c->auth_len : c->hdr == H_CTYPE ? &c->ctype_len : NULL;
@@ -417,6 +423,12 @@ static int on_headers_complete(llhttp_t *p)
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > MAX_BODY) {
         c->too_large = true;
         return HPE_USER;
+    }
+    if (c->expect_continue && ((p->flags & F_CHUNKED) || p->content_length)) {
+        /* curl waits a second for this before sending a large body */
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
+        uv_try_write(&c->h.stream, &b, 1);
     }
     return 0;
 }
@@ -469,6 +481,7 @@ static void reset_request(admin_conn_t *c)
     c->url_len = c->field_len = c->auth_len = c->ctype_len = 0;
     c->url[0] = '\0';
     c->hdr = H_NONE;
+    c->expect_continue = false;
     free(c->body);
     c->body = NULL;
     c->body_len = c->body_cap = 0;

@@ -171,6 +171,12 @@ static void collect_names(sl_tls_cert_t *c)
         add_name(c, cn, (size_t)l);
 }
 
+/* Encrypted keys are not supported: refuse instead of OpenSSL's terminal prompt. */
+static int no_password(char *buf, int size, int rwflag, void *u)
+{
+    return 0;
+}
+
 /* Reads a chain (leaf first) and a key from BIOs; checks that they belong together. */
 static int load_bios(BIO *cb, BIO *kb, const char *what_cert, const char *what_key,
                      sl_tls_cert_t **out, sl_error_t *err)
@@ -178,17 +184,17 @@ static int load_bios(BIO *cb, BIO *kb, const char *what_cert, const char *what_k
     sl_tls_cert_t *c = sl_xcalloc(1, sizeof(*c));
     atomic_init(&c->refs, 1);
     int rc = 0;
-    c->leaf = cb ? PEM_read_bio_X509_AUX(cb, NULL, NULL, NULL) : NULL;
+    c->leaf = cb ? PEM_read_bio_X509_AUX(cb, NULL, no_password, NULL) : NULL;
     if (!c->leaf) {
         rc = sl_error_set(err, SL_ETLS, "%s: no PEM certificate (%s)", what_cert, ssl_error_text());
         goto out;
     }
     c->chain = sk_X509_new_null();
     X509 *extra;
-    while ((extra = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+    while ((extra = PEM_read_bio_X509(cb, NULL, no_password, NULL)) != NULL)
         sk_X509_push(c->chain, extra);
     ERR_clear_error(); /* the end of the chain reads as an error */
-    c->key = kb ? PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL) : NULL;
+    c->key = kb ? PEM_read_bio_PrivateKey(kb, NULL, no_password, NULL) : NULL;
     if (!c->key) {
         rc = sl_error_set(err, SL_ETLS, "%s: no PEM private key (%s)", what_key, ssl_error_text());
         goto out;
@@ -1052,6 +1058,7 @@ SSL_CTX *sl__tls_client_ctx(const sl_peer_t *peer, const char *default_ca, sl_er
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     if (atomic_load(&keylog_on))
         SSL_CTX_set_keylog_callback(ctx, keylog_cb);
+    SSL_CTX_set_default_passwd_cb(ctx, no_password);
     int rc = 0;
     if (o->verify_cert) {
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
