@@ -2,7 +2,7 @@
  *
  *   sl-forward --listen 127.0.0.1:8080 --upstream 127.0.0.1:9000 [--threads N]
  *              [--connect-timeout MS] [--read-timeout MS] [--write-timeout MS]
- *              [--idle-timeout MS] [--header-timeout MS] [--body-timeout MS]
+ *              [--idle-timeout MS] [--tunnel-timeout MS] [--header-timeout MS] [--body-timeout MS]
  *              [--keepalive-timeout MS] [--max-header-size N] [--max-headers N]
  *              [--max-request-line N] [--pool-size N] [--retries N] [--log-requests]
  *              [--pending-peer MS] [--pending-filter MS]   (hooks that finish later, for tests)
@@ -19,7 +19,7 @@
 
 typedef struct fwd {
     const char *upstream;
-    long connect_ms, read_ms, write_ms, idle_ms;
+    long connect_ms, read_ms, write_ms, idle_ms, tunnel_ms;
     long pending_peer_ms, pending_filter_ms; /* finish these hooks later (tests of resume) */
     bool log_requests;
     bool upstream_tls; /* --upstream-tls */
@@ -85,6 +85,8 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         peer->options.write_timeout_ms = (uint64_t)f->write_ms;
     if (f->idle_ms >= 0)
         peer->options.idle_timeout_ms = (uint64_t)f->idle_ms;
+    if (f->tunnel_ms >= 0)
+        peer->options.tunnel_idle_timeout_ms = (uint64_t)f->tunnel_ms;
     if (rc == 0 && f->pending_peer_ms >= 0)
         return finish_later(s, f->pending_peer_ms, SL_CONTINUE);
     return rc;
@@ -137,6 +139,7 @@ int main(int argc, char **argv)
                       .read_ms = -1,
                       .write_ms = -1,
                       .idle_ms = -1,
+                      .tunnel_ms = -1,
                       .pending_peer_ms = -1,
                       .pending_filter_ms = -1};
     const char *listen = "127.0.0.1:8080";
@@ -203,6 +206,8 @@ int main(int argc, char **argv)
             tls_cert = v;
         else if (strcmp(a, "--tls-key") == 0)
             tls_key = v;
+        else if (strcmp(a, "--tunnel-timeout") == 0)
+            f.tunnel_ms = num(a, v);
         else if (strcmp(a, "--handshake-timeout") == 0)
             hs_ms = num(a, v);
         else if (strcmp(a, "--client-ca") == 0)

@@ -29,7 +29,7 @@ static const char *const upstream_keys[] = {"backends", "lb",       "discovery",
 static const char *const listener_tls_keys[] = {"certificates", "alpn", "client_ca",
                                                 "handshake_timeout", NULL};
 static const char *const upstream_tls_keys[] = {"sni", "verify", "ca", "cert", "key", NULL};
-static const char *const timeout_keys[] = {"connect", "read", "write", "idle", NULL};
+static const char *const timeout_keys[] = {"connect", "read", "write", "idle", "tunnel", NULL};
 static const char *const discovery_keys[] = {"file", "interval", NULL};
 static const char *const route_keys[] = {"name",    "match",   "upstream", "timeouts",
                                          "filters", "respond", NULL};
@@ -115,7 +115,8 @@ static int get_timeouts(const cJSON *obj, const char *path, gw_timeouts_t *t, sl
     if ((rc = sl__cfg_get_duration_ms(v, p, "connect", &t->connect, err)) ||
         (rc = sl__cfg_get_duration_ms(v, p, "read", &t->read, err)) ||
         (rc = sl__cfg_get_duration_ms(v, p, "write", &t->write, err)) ||
-        (rc = sl__cfg_get_duration_ms(v, p, "idle", &t->idle, err)))
+        (rc = sl__cfg_get_duration_ms(v, p, "idle", &t->idle, err)) ||
+        (rc = sl__cfg_get_duration_ms(v, p, "tunnel", &t->tunnel, err)))
         return rc;
     return 0;
 }

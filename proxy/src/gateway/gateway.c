@@ -121,6 +121,7 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
     o->read_timeout_ms = pick_timeout(rt->read, ut->read, o->read_timeout_ms);
     o->write_timeout_ms = pick_timeout(rt->write, ut->write, o->write_timeout_ms);
     o->idle_timeout_ms = pick_timeout(rt->idle, ut->idle, o->idle_timeout_ms);
+    o->tunnel_idle_timeout_ms = pick_timeout(rt->tunnel, ut->tunnel, o->tunnel_idle_timeout_ms);
     const char *name = u->tls && u->tls->sni ? u->tls->sni
                        : u->host             ? u->host
                                              : gw_backend_name(c->backend);

@@ -30,6 +30,7 @@ typedef struct gateway gateway_t;
 /* Durations in ms; 0 means "not set" (inherit). */
 typedef struct gw_timeouts {
     uint64_t connect, read, write, idle;
+    uint64_t tunnel; /* an upgraded (WebSocket) connection without a byte either way */
 } gw_timeouts_t;
 
 /* ---- upstreams --------------------------------------------------------------------------- */

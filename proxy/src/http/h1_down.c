@@ -604,6 +604,9 @@ static int build_request(h1_down_t *d, sl_session_t *s)
     s->client_wants_close = !llhttp_should_keep_alive(&d->p->parser);
     s->expect_continue = s->req_body != BODY_NONE && r->version == 11 &&
                          sl_headers_has_token(&r->headers, "expect", "100-continue");
+    /* Upgrade (WebSocket, ...): the upstream may switch the connection to another protocol. */
+    s->upgrade = r->version == 11 && sl_headers_get(&r->headers, "upgrade") &&
+                 sl_headers_has_token(&r->headers, "connection", "upgrade");
     return 0;
 }
 
@@ -861,6 +864,13 @@ static int down_write(h1_down_t *d, const uv_buf_t *bufs, unsigned n, int tag)
 static void h1_response_head(sl_session_t *s, sl_response_header_t *r)
 {
     h1_down_t *d = sl_container_of(s->down, h1_down_t, base);
+    if (r->status == 101) { /* no body; the connection becomes the new protocol's */
+        s->resp_body_down = BODY_NONE;
+        r->version = 11;
+        s->head_buf = sl__h1_serialize_response(&s->arena, r);
+        s->head_pending = true;
+        return;
+    }
     /* gRPC's status comes in trailers: HTTP/1.1 carries them only in chunked framing. */
     const sl_str_t *ct = sl_headers_get(&r->headers, "content-type");
     bool grpc = ct && sl_str_starts_with(*ct, "application/grpc") && s->req.version >= 11;
@@ -922,6 +932,33 @@ static int h1_send_continue(sl_session_t *s)
     static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
     uv_buf_t b = uv_buf_init((char *)cont, sizeof(cont) - 1);
     return down_write(sl_container_of(s->down, h1_down_t, base), &b, 1, WTAG_NONE);
+}
+
+/* Upgraded: the connection leaves HTTP/1.1 (the bytes after the request go along). */
+static sl_stream_t *h1_take_stream(sl_down_t *base, char **lead, size_t *lead_len)
+{
+    h1_down_t *d = sl_container_of(base, h1_down_t, base);
+    sl_http_worker_t *hw = d->base.hw;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        hw->conns = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->prev = d->next = NULL;
+    disarm(d);
+    stop_reading(d);
+    *lead = NULL;
+    *lead_len = 0;
+    if (d->p && d->p->in.len > d->p->in.parsed) {
+        *lead_len = d->p->in.len - d->p->in.parsed;
+        *lead = sl_xmalloc(*lead_len);
+        memcpy(*lead, d->p->in.data + d->p->in.parsed, *lead_len);
+    }
+    parse_put(d);
+    d->state = DOWN_CLOSING;
+    d->base.session = NULL;
+    return d->base.stream;
 }
 
 static const struct sockaddr *h1_peer_addr(const sl_down_t *base)
@@ -1022,4 +1059,5 @@ static const sl_down_ops_t h1_down_ops = {
     .session_done = h1_session_done,
     .abort = h1_abort,
     .peer_addr = h1_peer_addr,
+    .take_stream = h1_take_stream,
 };

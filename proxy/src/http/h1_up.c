@@ -709,7 +709,11 @@ static void publish_header(h1_up_t *u)
         r->headers.items[i].value = (sl_str_t){v, vl};
     }
     uint64_t flags = u->parser.flags;
-    if (u->head_request || r->status == 204 || r->status == 304)
+    if (r->status == 101) {
+        /* Switched protocols: what follows the head is the new protocol's, not a body. */
+        s->resp_body_up = BODY_NONE;
+        u->message_done = true;
+    } else if (u->head_request || r->status == 204 || r->status == 304)
         s->resp_body_up = BODY_NONE;
     else if (flags & F_CHUNKED)
         s->resp_body_up = BODY_CHUNKED;
@@ -962,6 +966,21 @@ static int h1_request_write(sl_session_t *s, const uv_buf_t *body, unsigned n, b
     return up_write(u, out, k, tag);
 }
 
+/* After a 101: the connection leaves HTTP/1.1 with the bytes after the response head. */
+static sl_stream_t *h1_take_stream(sl_up_t *base, char **lead, size_t *lead_len)
+{
+    h1_up_t *u = sl_container_of(base, h1_up_t, base);
+    *lead = NULL;
+    *lead_len = 0;
+    if (u->in.data && u->in.len > u->in.parsed) {
+        *lead_len = u->in.len - u->in.parsed;
+        *lead = sl_xmalloc(*lead_len);
+        memcpy(*lead, u->in.data + u->in.parsed, *lead_len);
+    }
+    u->base.session = NULL;
+    return sl__up_take_stream(u);
+}
+
 static const sl_up_ops_t h1_up_ops = {
     .request_head = h1_request_head,
     .request_write = h1_request_write,
@@ -970,4 +989,5 @@ static const sl_up_ops_t h1_up_ops = {
     .owns = h1_owns,
     .hold = h1_hold,
     .unhold = h1_unhold,
+    .take_stream = h1_take_stream,
 };

@@ -84,6 +84,7 @@ struct sl_http_worker {
     h1_down_t *conns;        /* every HTTP/1.1 client connection, for shutdown */
     struct h2_conn *h2conns; /* every HTTP/2 client connection */
     struct h2u_conn *h2up;   /* HTTP/2 upstream connections (and HTTP/1.1-only memories) */
+    sl_session_t *tunnels;   /* sessions in SS_TUNNEL */
     char *h2_rbuf;           /* HTTP/2 reads (nghttp2 consumes them at once) */
     h1_parse_t *free_parse;
     size_t n_free_parse;
@@ -135,6 +136,9 @@ typedef struct sl_down_ops {
     void (*session_done)(sl_down_t *d);
     void (*abort)(sl_down_t *d);
     const struct sockaddr *(*peer_addr)(const sl_down_t *d);
+    /* After an upgrade: gives the connection up (NULL when the protocol cannot), with the bytes
+     * that followed the request (malloc'd, may be NULL). */
+    sl_stream_t *(*take_stream)(sl_down_t *d, char **lead, size_t *lead_len);
 } sl_down_ops_t;
 
 struct sl_down {
@@ -160,6 +164,9 @@ typedef struct sl_up_ops {
     bool (*owns)(sl_up_t *u, const void *p);
     void (*hold)(sl_up_t *u);
     void (*unhold)(sl_up_t *u);
+    /* After a 101: gives the connection up (NULL when the protocol cannot), with the bytes that
+     * followed the response head (malloc'd, may be NULL). */
+    sl_stream_t *(*take_stream)(sl_up_t *u, char **lead, size_t *lead_len);
 } sl_up_ops_t;
 
 struct sl_up {
@@ -291,6 +298,7 @@ typedef enum sess_state {
     SS_RESPONSE_BODY, /* streaming the response to the client */
     SS_FAILING,       /* fail_to_proxy runs */
     SS_RESPONDING,    /* a locally generated response is being written */
+    SS_TUNNEL,        /* upgraded: a byte pipe between the two connections */
     SS_DONE,
 } sess_state_t;
 
@@ -350,7 +358,10 @@ struct sl_session {
     struct sockaddr_storage client_addr; /* a copy: the session may outlive its client side */
     struct h2u_conn *h2_wait;            /* waiting for a stream of this HTTP/2 connection */
     sl_session_t *h2_wait_next;
-    bool detached; /* the client side is gone; a hook owes a resume */
+    bool detached;                           /* the client side is gone; a hook owes a resume */
+    bool upgrade;                            /* the client asked for Upgrade (WebSocket, ...) */
+    struct sl_pipe *pipe;                    /* SS_TUNNEL */
+    sl_session_t *tunnel_prev, *tunnel_next; /* hw->tunnels */
     sl_session_t *next_free;
     sl_arena_t arena; /* last: everything before it is reset per request */
 };
@@ -432,6 +443,8 @@ void sl__session_on_up_error(sl_session_t *s, int err);
 void sl__session_on_down_error(sl_session_t *s, int err);
 /* Writes the response head if no body piece took it along. */
 void sl__session_flush_head(sl_session_t *s);
+/* Shutdown: every tunnel ends now. */
+void sl__session_close_tunnels(sl_http_worker_t *hw);
 /* A request the protocol rejected before a session ran: answer with the error's status. */
 void sl__session_reject(sl_down_t *d, int err);
 /* True when the header is hop-by-hop (RFC 9110 7.6.1 and the usual extras). */

@@ -31,6 +31,7 @@ static void on_expired(sl_shutdown_sub_t *sub)
     sl_http_worker_t *hw = sl_container_of(sub, sl_http_worker_t, on_expired);
     sl__down_shutdown_all(hw, true);
     sl__h2_down_shutdown_all(hw, true);
+    sl__session_close_tunnels(hw);
 }
 
 static void worker_start(void *data, sl_worker_t *w)
@@ -59,6 +60,7 @@ static void worker_stop(void *data, sl_worker_t *w)
     sl__down_shutdown_all(hw, true);
     sl__h2_down_shutdown_all(hw, true);
     sl__h2_up_close_all(hw);
+    sl__session_close_tunnels(hw);
     sl__pool_free(hw->pool);
     free(hw->h2_rbuf);
     hw->h2_rbuf = NULL;

@@ -8,6 +8,7 @@
 
 #include "core/core.h"
 #include "http/proxy_impl.h"
+#include "io/pipe.h"
 #include "io/tls.h"
 #include "util/mem.h"
 
@@ -36,6 +37,7 @@ static const char *const state_names[] = {
     "response_body",
     "failing",
     "responding",
+    "tunnel",
     "done",
 };
 
@@ -210,6 +212,12 @@ static void build_upstream_request(sl_session_t *s)
             continue;
         u->headers.items[u->headers.n++] = *h;
     }
+    if (s->upgrade) {
+        /* The one hop-by-hop request that goes on: the upstream decides about the upgrade. */
+        const sl_str_t *up = sl_headers_get(&r->headers, "upgrade");
+        sl_headers_set_n(&u->headers, "Upgrade", 7, up->ptr, up->len);
+        sl_headers_set(&u->headers, "Connection", "Upgrade");
+    }
     if (!sl_headers_get(&u->headers, "host")) {
         /* HTTP/1.0 clients may omit Host; HTTP/1.1 upstreams need one. */
         char addr[300];
@@ -308,7 +316,8 @@ static int run_state(sl_session_t *s)
             }
         }
         const sl_peer_options_t *po = &s->peer.options;
-        if (po->alpn == SL_ALPN_H2 || (s->peer.tls && po->alpn == SL_ALPN_H2H1)) {
+        /* An upgrade needs an HTTP/1.1 connection of its own. */
+        if (!s->upgrade && (po->alpn == SL_ALPN_H2 || (s->peer.tls && po->alpn == SL_ALPN_H2H1))) {
             s->reused = false;
             int rc = sl__h2_up_attach(s);
             if (rc == 0) {
@@ -522,6 +531,13 @@ void sl__session_on_response_header(sl_session_t *s)
         abort_session(s, SL_EINTERNAL);
         return;
     }
+    if (s->up_resp.status == 101 && !s->upgrade) {
+        SL_WARN("upstream switched protocols without being asked (101)");
+        sl__session_on_up_error(s, SL_EUPSTREAM_PROTO);
+        return;
+    }
+    if (s->upgrade && s->up_resp.status != 101)
+        s->down->close_after = true; /* refused: an ordinary response, then no more requests */
     s->resp = &s->up_resp;
     set_state(s, SS_UP_RESPONSE_FILTER);
     advance(s);
@@ -545,7 +561,15 @@ static void strip_hop_by_hop(sl_response_header_t *r)
 static void prepare_response_head(sl_session_t *s)
 {
     sl_response_header_t *r = &s->up_resp;
+    const sl_str_t *upv = r->status == 101 ? sl_headers_get(&r->headers, "upgrade") : NULL;
+    sl_str_t proto = upv ? *upv : (sl_str_t){NULL, 0};
     strip_hop_by_hop(r);
+    if (r->status == 101) {
+        /* Switching protocols: the client must hear what to. */
+        if (proto.len)
+            sl_headers_set_n(&r->headers, "Upgrade", 7, proto.ptr, proto.len);
+        sl_headers_set(&r->headers, "Connection", "Upgrade");
+    }
     s->status = r->status;
     s->down->ops->response_head(s, r);
 }
@@ -772,8 +796,14 @@ static void abort_session(sl_session_t *s, int err)
     d->ops->abort(d);
 }
 
+static void start_tunnel(sl_session_t *s);
+
 static void finish(sl_session_t *s)
 {
+    if (s->status == 101 && s->upgrade && s->up && !s->error) {
+        start_tunnel(s);
+        return;
+    }
     set_state(s, SS_DONE);
     if (s->up) {
         bool reusable = s->up_resp_done && s->req_body_done && !s->error;
@@ -784,6 +814,71 @@ static void finish(sl_session_t *s)
         s->down->close_after = true;
     end_hooks(s);
     s->down->ops->session_done(s->down);
+}
+
+/* ---- upgraded connections ------------------------------------------------------------------ */
+
+static void tunnel_unlink(sl_session_t *s)
+{
+    sl_http_worker_t *hw = s->hw;
+    if (s->tunnel_prev)
+        s->tunnel_prev->tunnel_next = s->tunnel_next;
+    else if (hw->tunnels == s)
+        hw->tunnels = s->tunnel_next;
+    if (s->tunnel_next)
+        s->tunnel_next->tunnel_prev = s->tunnel_prev;
+    s->tunnel_prev = s->tunnel_next = NULL;
+}
+
+static void on_tunnel_done(void *arg, int err, uint64_t up_bytes, uint64_t down_bytes)
+{
+    sl_session_t *s = arg;
+    sl_http_worker_t *hw = s->hw;
+    tunnel_unlink(s);
+    s->pipe = NULL;
+    s->body_bytes_sent += down_bytes;
+    if (err && !s->error)
+        s->error = err;
+    SL_DEBUG("tunnel ended (%s): %llu bytes up, %llu down", err ? sl_strerror(err) : "closed",
+             (unsigned long long)up_bytes, (unsigned long long)down_bytes);
+    atomic_fetch_sub_explicit(&hw->st_open, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&hw->st_up_open, 1, memory_order_relaxed);
+    set_state(s, SS_DONE);
+    end_hooks(s);
+    sl__session_release(hw, s);
+}
+
+/* 101 went to the client: both connections become one byte pipe, with their own idle
+ * timeout instead of the HTTP ones. The session ends (logging) when the pipe does. */
+static void start_tunnel(sl_session_t *s)
+{
+    char *lead_down = NULL, *lead_up = NULL;
+    size_t n_down = 0, n_up = 0;
+    sl_down_t *d = s->down;
+    if (!d->ops->take_stream || !s->up->ops->take_stream) { /* not over HTTP/2 */
+        abort_session(s, SL_EINTERNAL);
+        return;
+    }
+    sl_stream_t *cs = d->ops->take_stream(d, &lead_down, &n_down);
+    sl_stream_t *us = s->up->ops->take_stream(s->up, &lead_up, &n_up);
+    set_state(s, SS_TUNNEL);
+    d->session = NULL;
+    s->down = NULL;
+    s->up = NULL;
+    sl_http_worker_t *hw = s->hw;
+    s->tunnel_next = hw->tunnels;
+    if (hw->tunnels)
+        hw->tunnels->tunnel_prev = s;
+    hw->tunnels = s;
+    s->pipe = sl__pipe_start(cs, us, lead_down, n_down, lead_up, n_up,
+                             s->peer.options.tunnel_idle_timeout_ms, on_tunnel_done, s);
+}
+
+void sl__session_close_tunnels(sl_http_worker_t *hw)
+{
+    for (sl_session_t *s = hw->tunnels; s; s = s->tunnel_next)
+        if (s->pipe)
+            sl__pipe_close(s->pipe, SL_ESHUTDOWN);
 }
 
 /* ---- answering locally --------------------------------------------------------------------- */
