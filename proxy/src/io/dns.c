@@ -542,31 +542,43 @@ static void cache_evict(sl_resolver_t *r)
 
 /* Lower-cases host into buf (names are case-insensitive). Returns its length, or 0 when host is
  * not a host name: letters, digits, '-' and '_' in dot-separated labels of 1 to 63 characters,
- * 253 characters at most (plus an optional root dot). A bad name never reaches a DNS server. */
-static size_t name_key(const char *host, char buf[SL_DNS_MAX_NAME + 1])
+ * 253 characters at most (plus an optional root dot). A bad name never reaches a DNS server.
+ * *numeric (may be NULL) tells whether it has only digits and dots: only then can a valid name
+ * also be an IP literal (an IPv6 literal, with its ':', is never a valid name). */
+static size_t name_key(const char *host, char buf[SL_DNS_MAX_NAME + 1], bool *numeric)
 {
     size_t len = strnlen(host, SL_DNS_MAX_NAME + 1), label = 0;
+    bool digits = true;
     if (len == 0 || len > SL_DNS_MAX_NAME || (len == SL_DNS_MAX_NAME && host[len - 1] != '.'))
         return 0;
+    /* Runs for every sl_dns_peek (each request of a host name backend): a few branches per
+     * character. c | 0x20 is a letter's lower case, and a letter only for letters. */
     for (size_t i = 0; i < len; i++) {
-        char c = host[i];
-        if (c == '.') {
+        unsigned char c = (unsigned char)host[i];
+        unsigned char lower = (unsigned char)(c | 0x20);
+        if ((unsigned)(lower - 'a') < 26u) {
+            c = lower;
+            digits = false;
+        } else if ((unsigned)(c - '0') < 10u) {
+            /* a digit */
+        } else if (c == '.') {
             if (label == 0 || (i + 1 < len && host[i + 1] == '.'))
                 return 0;
             label = 0;
-        } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_') {
-            label++;
-        } else if (c >= 'A' && c <= 'Z') {
-            c = (char)(c + 32);
-            label++;
+            buf[i] = '.';
+            continue;
+        } else if (c == '-' || c == '_') {
+            digits = false;
         } else {
             return 0;
         }
-        if (label > 63)
+        if (++label > 63)
             return 0;
-        buf[i] = c;
+        buf[i] = (char)c;
     }
     buf[len] = '\0';
+    if (numeric)
+        *numeric = digits;
     return len;
 }
 
@@ -1130,7 +1142,8 @@ sl_dns_query_t *sl_dns_resolve(sl_resolver_t *r, const char *host, uint16_t port
     sl_dns_query_t *q = query_new(host, port, family, cb, data);
     char key[SL_DNS_MAX_NAME + 1];
     size_t len = 0;
-    if ((q->answer = answer_literal(host, family)) != NULL || (len = name_key(host, key)) == 0) {
+    if ((q->answer = answer_literal(host, family)) != NULL ||
+        (len = name_key(host, key, NULL)) == 0) {
         if (!q->answer)
             q->answer = answer_new(ARES_EBADNAME, 0);
         enqueue_ready(r, q);
@@ -1178,9 +1191,11 @@ int sl_dns_peek(sl_resolver_t *r, const char *host, uint16_t port, int family,
     if (!r || r->state != RESOLVER_RUNNING || !host || !family_ok(family))
         return UV_EINVAL;
     char key[SL_DNS_MAX_NAME + 1];
-    size_t len = 0;
-    answer_t *lit = answer_literal(host, family);
-    if (lit || (len = name_key(host, key)) == 0) {
+    /* The hot path: a name with a letter is no IP literal, so no inet_pton for it. */
+    bool numeric = false;
+    size_t len = name_key(host, key, &numeric);
+    answer_t *lit = len == 0 || numeric ? answer_literal(host, family) : NULL;
+    if (lit || len == 0) {
         int rc = lit && lit->ares_status == ARES_SUCCESS ? 0 : SL_EDNS;
         if (rc == 0 && addrs && cap > 0) {
             addrs[0] = lit->addrs[0];
