@@ -384,3 +384,15 @@ def test_encrypted_key_refused_without_prompting(certs, tmp_path):
                         "127.0.0.1:1", "--tls-cert", certs / "server.crt", "--tls-key", enc],
                        capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
     assert r.returncode == 2 and "no PEM private key" in r.stderr, r.stderr
+
+
+def test_every_tls13_resumption_gets_a_fresh_ticket(tls_fwd, certs):
+    """TLS 1.3 clients use each ticket once: every resumed handshake must bring a new one, or
+    every other connection would be a full handshake (sl-tlsload uses tickets once)."""
+    import json
+    r = subprocess.run([BUILD / "tools" / "sl-tlsload", "-c", "1", "-d", "1", "--resume",
+                        "--ca", certs / "ca.crt", "--sni", "localhost",
+                        f"127.0.0.1:{tls_fwd.port}"], capture_output=True, text=True, timeout=30)
+    out = json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])
+    assert out["failures_total"] == 0 and out["resumed"] >= 20, out
+    assert out["resumption_rate"] == 1.0 and out["tickets_per_conn"] >= 1.0, out

@@ -234,12 +234,8 @@ def test_scan_listener_with_rsa_and_ecdsa_certificates(procs, tmp_path, certs):
     assert g.proc.alive()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "sluice chooses a certificate by SNI only: of two certificates for the same names the "
-    "first wins, so a client that cannot verify its key type (an RSA-only client in front of "
-    "an ECDSA certificate) fails the handshake; nginx, HAProxy and h2o pick by the client's "
-    "signature algorithms and cipher suites"))
 def test_same_names_rsa_and_ecdsa_each_client_gets_one_it_can_use(procs, tmp_path, certs):
+    """Two certificates for the same names, ECDSA and RSA: each client gets one it can use."""
     g, port = tls_listener(procs, tmp_path, [(certs / "server-ec.crt", certs / "server-ec.key"),
                                              (certs / "server.crt", certs / "server.key")])
     test = sslscan(port, "localhost")

@@ -80,7 +80,9 @@ static int ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv, EVP_CIPHE
         rc = RAND_bytes(iv, EVP_MAX_IV_LENGTH) == 1 ? 1 : -1;
     } else if (!memcmp(name, ticket_keys[0].name, 16)) {
         k = ticket_keys[0];
-        rc = 1;
+        /* TLS 1.3 clients use a ticket once (RFC 8446 C.4): send a fresh one on every
+         * resumption, or every other connection would be a full handshake. */
+        rc = SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
     } else if (!memcmp(name, ticket_keys[1].name, 16)) {
         k = ticket_keys[1];
         rc = 2; /* valid, but renew with the current key */
@@ -388,9 +390,46 @@ static SSL_CTX *new_server_ctx(void)
     return ctx;
 }
 
+static bool same_names(const sl_tls_cert_t *a, const sl_tls_cert_t *b)
+{
+    if (a->n_names != b->n_names)
+        return false;
+    for (size_t i = 0; i < a->n_names; i++) {
+        bool found = false;
+        for (size_t k = 0; k < b->n_names && !found; k++)
+            found = !strcmp(a->names[i], b->names[k]);
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+/* A context already serving these names with a certificate of another key type: both go in
+ * one context, and OpenSSL gives each client the one its signature algorithms accept (an
+ * ECDSA certificate for modern clients, RSA for the others). */
+static SSL_CTX *dual_ctx(sl_tls_certs_t *c, const sl_tls_cert_t *cert)
+{
+    int type = EVP_PKEY_get_base_id(cert->key);
+    for (size_t i = 0; i < c->n; i++) {
+        if (!same_names(c->certs[i], cert))
+            continue;
+        bool taken = false; /* this key type already in that context? */
+        for (size_t k = 0; k < c->n && !taken; k++)
+            taken = c->ctxs[k] == c->ctxs[i] && EVP_PKEY_get_base_id(c->certs[k]->key) == type;
+        if (!taken)
+            return c->ctxs[i];
+    }
+    return NULL;
+}
+
 int sl_tls_certs_add(sl_tls_certs_t *c, sl_tls_cert_t *cert, sl_error_t *err)
 {
-    SSL_CTX *ctx = new_server_ctx();
+    SSL_CTX *ctx = dual_ctx(c, cert);
+    bool shared = ctx != NULL;
+    if (shared)
+        SSL_CTX_up_ref(ctx);
+    else
+        ctx = new_server_ctx();
     if (SSL_CTX_use_certificate(ctx, cert->leaf) != 1 ||
         SSL_CTX_use_PrivateKey(ctx, cert->key) != 1) {
         SSL_CTX_free(ctx);
@@ -406,7 +445,7 @@ int sl_tls_certs_add(sl_tls_certs_t *c, sl_tls_cert_t *cert, sl_error_t *err)
     c->ctxs[c->n] = ctx;
     c->certs[c->n] = sl_tls_cert_ref(cert);
     c->n++;
-    for (size_t i = 0; i < cert->n_names; i++) {
+    for (size_t i = 0; !shared && i < cert->n_names; i++) {
         const char *nm = cert->names[i];
         bool wild = nm[0] == '*' && nm[1] == '.';
         sl_hmap_t *m = wild ? &c->wildcard : &c->exact;
