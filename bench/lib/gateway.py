@@ -43,6 +43,7 @@ procs = []
 
 
 def start(argv, cpu, log):
+    os.makedirs(os.path.dirname(log), exist_ok=True)
     f = open(log, "wb")
     p = subprocess.Popen(["taskset", "-c", cpu] + argv, stdout=f, stderr=subprocess.STDOUT)
     procs.append(p)
