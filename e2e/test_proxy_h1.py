@@ -455,3 +455,15 @@ def test_client_gone_while_a_hook_is_pending(start_fwd, upstream):
     assert upstream.requests == [], "nothing went upstream for clients that left"
     assert f.proc.alive()
     still_serves(f.port)
+
+
+def test_client_that_leaves_before_the_response_abandons_the_request(fwd, upstream):
+    """Like nginx's 499: a client that closes while the upstream has not answered is gone;
+    the upstream request is dropped at once, not after the read timeout."""
+    with socket.create_connection(("127.0.0.1", fwd.port)) as s:
+        s.sendall(b"GET /never HTTP/1.1\r\nHost: x\r\n\r\n")
+        upstream.wait_requests(1)
+    t0 = time.monotonic()
+    assert fwd.proc.wait_log(r"GET /never -> 0 err=SL_EDOWNSTREAM_CLOSED", timeout=5)
+    assert time.monotonic() - t0 < 3
+    still_serves(fwd.port)

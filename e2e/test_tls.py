@@ -396,3 +396,43 @@ def test_every_tls13_resumption_gets_a_fresh_ticket(tls_fwd, certs):
     out = json.loads(r.stdout[r.stdout.index("{"):r.stdout.rindex("}") + 1])
     assert out["failures_total"] == 0 and out["resumed"] >= 20, out
     assert out["resumption_rate"] == 1.0 and out["tickets_per_conn"] >= 1.0, out
+
+
+def test_complete_response_then_clean_tls_close(start_fwd, certs):
+    """An upstream that sends a whole response with Connection: close and then closes TLS
+    cleanly (close_notify in the same read): the response is complete, not an error, and the
+    client's keep-alive connection goes on."""
+    import threading
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(certs / "server.crt"), str(certs / "server.key"))
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def serve():
+        while True:
+            try:
+                raw, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                c = ctx.wrap_socket(raw, server_side=True)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += c.recv(4096)
+                c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 5\r\n"
+                          b"Connection: close\r\n\r\nhello")
+                c.unwrap().close()  # close_notify, then TCP close
+            except (OSError, ssl.SSLError):
+                pass
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        fwd = start_fwd(f"127.0.0.1:{srv.getsockname()[1]}", "--upstream-tls", "--no-verify")
+        r = curl("-sv", f"http://127.0.0.1:{fwd.port}/a", f"http://127.0.0.1:{fwd.port}/b")
+        assert r.stdout == b"hellohello", r.stdout
+        err = r.stderr.decode(errors="replace")
+        assert "Connection reset" not in err and "Re-using existing connection" in err, err
+        assert fwd.wait_log(r"GET /b -> 400 err=- bytes=5")
+        assert "mid-response" not in fwd.log()
+    finally:
+        srv.close()

@@ -62,7 +62,15 @@ class WsServer:
             pass
 
     def close(self):
+        async def stop():
+            self.server.close()
+            await self.server.wait_closed()
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
+        except Exception:  # noqa: BLE001 - best effort at teardown
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 @pytest.fixture

@@ -18,8 +18,9 @@ $ssl_client_s_dn in its responses or log), and TLS 1.3 encrypts the certificate 
 for lesson 21 the certificate's subject is read from the file the program presents.
 
 Every program must exit 0 on SIGTERM, without a sanitizer report. SLUICE_BUILD selects another
-build tree (e.g. a private `make B=/tmp/x SAN=1`). Two sluice bugs found here are kept as strict
-xfail tests (their reasons say what goes wrong); they turn into failures once fixed.
+build tree (e.g. a private `make B=/tmp/x SAN=1`). Two sluice bugs found here are tested: a TLS
+upstream's complete response followed by close_notify is complete (the client connection goes
+on), and an HTTP/1.1 client that leaves before its response is noticed at once.
 """
 import contextlib
 import json
@@ -333,9 +334,6 @@ def test_lesson21_mutual_tls():
         assert len(hellos.hellos()) == 2  # the authenticated connection was reused
 
 
-@pytest.mark.xfail(strict=True, reason="sluice bug: a TLS upstream's complete response followed "
-                   "by close_notify (nginx's 400 with Connection: close) is reported as "
-                   "'upstream failed mid-response' and the client connection is aborted")
 def test_lesson21_anon_400_keeps_the_client_connection():
     with proxy("21_mutual_tls", 6165) as p:
         # Two requests on one client connection. curl silently retries a request whose reused
@@ -416,10 +414,6 @@ def test_lesson24_guide_request_without_message():
         assert p.output.count("Proxying gRPC request...") == 2
 
 
-@pytest.mark.xfail(strict=True, reason="sluice bug: an HTTP/1.1 client that closes its "
-                   "connection while sluice waits for the upstream's response header is not "
-                   "noticed; the request lives on until the upstream read timeout (60 s), and "
-                   "graceful shutdown waits for it")
 def test_lesson24_http1_client_that_gives_up_is_noticed():
     p = LabProcess("dev", EX + "24_grpc_proxy")
     try:

@@ -301,11 +301,12 @@ static void on_read(sl_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         stop_reading(d);
         d->peer_eof = true;
         if (d->base.session) {
-            /* A client that half-closes after a request that already went upstream still gets
-             * the response. Before that, EOF means it left: no upstream work for nobody. */
+            /* A client that closes before its response started has left (like nginx, which
+             * logs 499): the upstream request is abandoned instead of waiting for an answer
+             * nobody reads. Once the response streams, EOF is a half-close: it goes on. */
             sl_session_t *ss = d->base.session;
-            bool sent = ss->state >= SS_SEND_REQUEST && ss->state != SS_FAILING;
-            if (!ss->req_body_done || nread != UV_EOF || !sent)
+            bool streaming = ss->resp_header_sent && ss->state != SS_FAILING;
+            if (!ss->req_body_done || nread != UV_EOF || !streaming)
                 sl__session_on_down_error(ss, nread == UV_EOF ? SL_EDOWNSTREAM_CLOSED : (int)nread);
             else
                 d->base.close_after = true;

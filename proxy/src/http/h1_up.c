@@ -32,6 +32,7 @@ static const sl_up_ops_t h1_up_ops;
 static void dial_done(h1_up_t *u, int err);
 static void arm(h1_up_t *u, int mode, uint64_t ms);
 static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void up_eof(h1_up_t *u);
 static const llhttp_settings_t *response_settings(void);
 
 /* ---- pool keys ----------------------------------------------------------------------------- */
@@ -779,6 +780,24 @@ static void up_process(h1_up_t *u)
     }
 }
 
+/* The upstream's end of stream, once every byte before it was parsed. */
+static void up_eof(h1_up_t *u)
+{
+    sl_session_t *s = u->base.session;
+    int status = u->eof_status;
+    u->eof_status = 0;
+    if (!s || u->message_done)
+        return; /* the response was complete: the end only keeps it out of the pool */
+    if (status == UV_EOF && u->headers_done && s->resp_body_up == BODY_CLOSE) {
+        /* A body delimited by the connection's end: EOF completes it. */
+        llhttp_finish(&u->parser);
+        u->message_done = true;
+        up_process(u);
+        return;
+    }
+    sl__session_on_up_error(s, status == UV_EOF ? SL_EUPSTREAM_CLOSED : status);
+}
+
 static void up_resume_reading(h1_up_t *u)
 {
     u->hold = false;
@@ -787,7 +806,11 @@ static void up_resume_reading(h1_up_t *u)
     up_process(u);
     if (u->state == UP_ACTIVE && u->base.session)
         sl__session_flush_head(u->base.session);
-    if (u->state == UP_ACTIVE && u->base.session && !u->message_done) {
+    if (u->eof_status && u->state == UP_ACTIVE && !u->hold && u->in.parsed == u->in.len) {
+        up_eof(u);
+        return;
+    }
+    if (u->state == UP_ACTIVE && u->base.session && !u->message_done && !u->peer_closed) {
         sl_iobuf_t *b = &u->in;
         if (!b->data || b->len < b->cap || make_room(u) == 0)
             start_reading(u);
@@ -844,14 +867,13 @@ static void up_read(sl_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         stop_reading(u);
         u->peer_closed = true;
-        if (nread == UV_EOF && u->headers_done && s->resp_body_up == BODY_CLOSE) {
-            /* A body delimited by the connection's end: EOF completes it. */
-            llhttp_finish(&u->parser);
-            u->message_done = true;
-            up_process(u);
+        u->eof_status = (int)nread;
+        /* Bytes before the end are not all parsed yet (the session is busy with the header,
+         * or writes hold the buffer; over TLS the end comes in the same read as the last
+         * bytes): the end waits for them. */
+        if (u->hold || u->in.parsed < u->in.len)
             return;
-        }
-        sl__session_on_up_error(s, nread == UV_EOF ? SL_EUPSTREAM_CLOSED : (int)nread);
+        up_eof(u);
         return;
     }
     u->in.len += (size_t)nread;

@@ -264,6 +264,7 @@ struct h1_up {
     bool reading;
     bool hold;        /* the session is busy with the header: do not parse on */
     bool peer_closed; /* the upstream sent EOF */
+    int eof_status;   /* the end (UV_EOF or an error) not handled yet: bytes before it wait */
     int write_pending;
     /* pool links */
     h1_up_t *bucket_next, *bucket_prev;
