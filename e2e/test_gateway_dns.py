@@ -337,6 +337,48 @@ def test_client_leaving_during_a_lookup(procs, tmp_path, fake_dns):
     assert g.get("/health-of-the-gateway")[0] == 502  # still answering
 
 
+def test_graceful_shutdown_during_a_lookup(procs, tmp_path, fake_dns):
+    f = fake_dns(fault="drop")
+    g = gateway(procs, tmp_path, f.server,
+                {"u": {"backends": ["web.test:80"], "timeouts": {"connect": "1s"}}}, threads=2)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=g.get("/")))
+    t.start()
+    wait_until(lambda: f.udp_queries > 0, what="the lookup")
+    g.proc.send(signal.SIGTERM)
+    t.join(10)
+    status, _, body = result["r"]
+    assert status == 502 and "no answer within the connect timeout" in error_message(body)
+    assert g.proc.wait(10) == 0  # drained: the lookup ended the request, nothing leaked
+
+
+def test_shutdown_waits_for_a_lookup_whose_client_left(procs, tmp_path, fake_dns):
+    f = fake_dns(fault="drop")
+    g = gateway(procs, tmp_path, f.server,
+                {"u": {"backends": ["web.test:80"], "timeouts": {"connect": "1s"}}})
+    with socket.create_connection(("127.0.0.1", g.port)) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        wait_until(lambda: f.udp_queries > 0, what="the lookup")
+    g.proc.send(signal.SIGTERM)  # no connection left, but a request still waits for DNS
+    assert g.proc.wait(10) == 0
+    g.wait_log("no answer within the connect timeout of 1000 ms")
+
+
+def test_grace_period_ending_during_a_lookup(procs, tmp_path, fake_dns):
+    f = fake_dns(fault="drop")
+    g = gateway(procs, tmp_path, f.server,
+                {"u": {"backends": ["web.test:80"], "timeouts": {"connect": "30s"}}},
+                grace_period_seconds=1)
+    s = socket.create_connection(("127.0.0.1", g.port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_until(lambda: f.udp_queries > 0, what="the lookup")
+    t0 = time.monotonic()
+    g.proc.send(signal.SIGTERM)
+    assert g.proc.wait(15) == 0  # the lookup is cancelled with its connection
+    assert time.monotonic() - t0 < 8
+    s.close()
+
+
 # ---- names followed live (dns.watch) ----------------------------------------------------------
 
 def backends_of(g, name="u"):

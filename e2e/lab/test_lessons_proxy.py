@@ -120,6 +120,21 @@ def test_lesson17_dns_peer():
             service("reload", "dns")
 
 
+def test_lesson17_dns_peer_with_the_dns_host_down():
+    with proxy("17_dns_peer", 6161) as p:
+        assert service("pause", "dns").returncode == 0
+        try:
+            r = curl("client1", "-i", f"{DEV}:6161", timeout=12)
+        finally:
+            service("resume", "dns")
+        status, _, body = parse_http(r.stdout)
+        assert status == 502
+        assert "upstream name blue.pingora.local: DNS timeout" in body
+        p.wait_output("DNS lookup failed for blue.pingora.local: DNS timeout")
+        # and once the dns host answers again, so does the proxy
+        assert curl("client1", f"{DEV}:6161").stdout == "'Response from BLUE'\n"
+
+
 def test_lesson18_uds_peer():
     with proxy("18_uds_peer", 6162) as p:
         status, _, body = parse_http(curl("client1", "-i", f"{DEV}:6162").stdout)

@@ -5,7 +5,8 @@
  * worker's loop, with a TTL cache), created and closed on that worker's thread. upstream_peer
  * starts the lookup and returns SL_PENDING; the resolver's callback fills in the peer and resumes
  * the session. A failed lookup (NXDOMAIN, SERVFAIL, no answer) ends the request with a 502 that
- * says why. Servers come from /etc/resolv.conf (in the lab: the dns host, 172.28.0.2). */
+ * says why. Servers come from /etc/resolv.conf (in the lab: the dns host, 172.28.0.2); a lookup
+ * ends within the resolver's budget (2 s x 2 tries). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,6 +26,7 @@ typedef struct lookup {
     sl_session_t *session;
     sl_peer_t *peer;
     sl_dns_query_t *query;
+    sl_worker_t *worker; /* held (sl_worker_ref) while the lookup runs */
     const char *error;
 } lookup_t;
 
@@ -55,19 +57,23 @@ static void *new_ctx(sl_session_t *s)
 static void free_ctx(sl_session_t *s, void *ctx)
 {
     lookup_t *l = ctx;
-    if (l->query) /* the session goes away before the answer: its callback must not run */
+    if (l->query) { /* the session goes away before the answer: its callback must not run */
         sl_dns_cancel(l->query);
+        sl_worker_unref(l->worker);
+    }
 }
 
 static void resolved(void *data, int err, const sl_dns_result_t *res)
 {
     lookup_t *l = data;
+    sl_worker_t *w = l->worker;
     l->query = NULL;
     if (err) {
         SL_ERROR("DNS lookup failed for %s: %s", res->host, res->message);
         l->error = sl_arena_printf(sl_session_arena(l->session), "upstream name %s: %s", res->host,
                                    res->message);
         sl_session_resume(l->session, SL_EDNS);
+        sl_worker_unref(w); /* after the resume: l may be gone, the worker may stop now */
         return;
     }
     /* A name may have several addresses: like the lesson, take the first. */
@@ -79,6 +85,7 @@ static void resolved(void *data, int err, const sl_dns_result_t *res)
     sl_sockaddr_str(a, text, sizeof(text));
     SL_INFO("Resolved %s -> %s", HOSTNAME, text);
     sl_session_resume(l->session, SL_CONTINUE);
+    sl_worker_unref(w);
 }
 
 static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
@@ -90,10 +97,14 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
     sl_peer_init(peer);
     memcpy(peer->sni, HOSTNAME, sizeof(HOSTNAME));
     l->peer = peer;
-    sl_resolver_t *r = app->resolvers[sl_worker_id(sl_session_worker(s))];
+    l->worker = sl_session_worker(s);
+    sl_resolver_t *r = app->resolvers[sl_worker_id(l->worker)];
     l->query = sl_dns_resolve(r, HOSTNAME, PORT, AF_UNSPEC, resolved, l);
     if (!l->query)
         return sl_session_error(s, "DNSResolutionFailed");
+    /* Even if the client leaves, the session waits for resolved(): the worker must not stop
+     * (and close the resolver, which would drop the answer) before it comes. */
+    sl_worker_ref(l->worker);
     return SL_PENDING; /* resolved() resumes the session */
 }
 

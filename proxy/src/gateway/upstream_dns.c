@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "gateway/runtime.h"
 #include "gateway/upstream_dns.h"
 #include "sluice/stream.h"
@@ -121,7 +122,10 @@ static const char *const result_names[RES_COUNT] = {"cached",         "ok",     
                                                     "server_failure", "timeout", "error"};
 
 typedef struct dns_worker {
-    sl_resolver_t *r;                    /* owned by the worker's thread */
+    sl_resolver_t *r; /* owned by the worker's thread */
+    sl_worker_t *worker;
+    gw_dns_req_t *waiting;               /* requests waiting for a lookup */
+    sl_shutdown_sub_t on_expired;        /* the grace period is over: they stop waiting */
     _Atomic uint64_t results[RES_COUNT]; /* read by the admin thread */
 } dns_worker_t;
 
@@ -164,6 +168,8 @@ struct gw_dns_req {
     const char *message;            /* why the request failed (session arena) */
     struct sockaddr_storage failed; /* the address whose connect failed last */
     size_t n_addrs;                 /* the name had this many addresses */
+    bool waiting;                   /* in dw->waiting: the session owes us its resume */
+    gw_dns_req_t *prev, *next;
 };
 
 static void count(dns_worker_t *dw, int result)
@@ -215,10 +221,22 @@ static void set_port(struct sockaddr_storage *a, uint16_t port)
 
 /* ---- per worker ---------------------------------------------------------------------------- */
 
+static void abandon_waiting(dns_worker_t *dw, bool resume);
+static int fail_now(gw_dns_req_t *q, int result, const char *why);
+
+/* Grace period over: requests still waiting for a lookup get their 502 now (the worker does not
+ * finish draining while any waits: each holds a worker reference). */
+static void on_expired(sl_shutdown_sub_t *sub)
+{
+    abandon_waiting(sl_container_of(sub, dns_worker_t, on_expired), true);
+}
+
 static void worker_start(sl_worker_t *w, void *data)
 {
     gateway_t *gw = data;
     dns_worker_t *dw = &gw->dns->workers[sl_worker_id(w)];
+    dw->worker = w;
+    sl_shutdown_subscribe_expired(sl_worker_shutdown_watch(w), &dw->on_expired, on_expired);
     if (sl_resolver_new(sl_worker_loop(w), &gw->dns->opts, &dw->r) != 0) {
         SL_ERROR("worker %u: no DNS resolver; host name backends answer 502", sl_worker_id(w));
         dw->r = NULL;
@@ -229,6 +247,10 @@ static void worker_stop(sl_worker_t *w, void *data)
 {
     gateway_t *gw = data;
     dns_worker_t *dw = &gw->dns->workers[sl_worker_id(w)];
+    sl_shutdown_unsubscribe(&dw->on_expired);
+    /* Nothing waits by now (waiting requests hold the worker); if something still did, its
+     * services are gone: it can only be dropped. */
+    abandon_waiting(dw, false);
     if (dw->r)
         sl_resolver_close(dw->r, NULL, NULL); /* the loop runs until its handles are closed */
     dw->r = NULL;
@@ -248,6 +270,57 @@ static void use_addrs(gw_dns_req_t *q, const struct sockaddr_storage *addrs, siz
     q->n_addrs = n;
 }
 
+static void unref_later(void *w)
+{
+    sl_worker_unref(w);
+}
+
+static void wait_begin(gw_dns_req_t *q)
+{
+    sl_worker_ref(q->dw->worker); /* the worker does not stop under a waiting request */
+    q->waiting = true;
+    q->prev = NULL;
+    q->next = q->dw->waiting;
+    if (q->next)
+        q->next->prev = q;
+    q->dw->waiting = q;
+}
+
+/* The wait is over (answered, timed out, abandoned): the lookup, if still running, is cancelled
+ * for this request (it goes on and fills the cache for later ones). */
+static void wait_end(gw_dns_req_t *q)
+{
+    if (!q->waiting)
+        return;
+    q->waiting = false;
+    if (q->prev)
+        q->prev->next = q->next;
+    else
+        q->dw->waiting = q->next;
+    if (q->next)
+        q->next->prev = q->prev;
+    q->prev = q->next = NULL;
+    if (q->q)
+        sl_dns_cancel(q->q);
+    q->q = NULL;
+    sl_timeout_stop(&q->cap);
+    /* From the next iteration: the last reference may stop the worker, which must not happen
+     * under the session about to be resumed (or being released). */
+    sl__worker_defer(q->dw->worker, unref_later, q->dw->worker);
+}
+
+static void abandon_waiting(dns_worker_t *dw, bool resume)
+{
+    while (dw->waiting) {
+        gw_dns_req_t *q = dw->waiting;
+        wait_end(q);
+        if (resume)
+            sl_session_resume(q->s, fail_now(q, RES_ERROR, "the gateway is shutting down"));
+        else
+            SL_ERROR("upstream name %s: a request still waited at the worker's end", q->b->host);
+    }
+}
+
 static int fail_now(gw_dns_req_t *q, int result, const char *why)
 {
     count(q->dw, result);
@@ -259,8 +332,8 @@ static int fail_now(gw_dns_req_t *q, int result, const char *why)
 static void on_answer(void *data, int err, const sl_dns_result_t *res)
 {
     gw_dns_req_t *q = data;
-    q->q = NULL;
-    sl_timeout_stop(&q->cap);
+    q->q = NULL; /* answered: nothing to cancel */
+    wait_end(q);
     if (err || !res->n) {
         sl_session_resume(q->s, fail_now(q, err ? result_of(res->status) : RES_NOT_FOUND,
                                          err ? res->message : "DNS answer without addresses"));
@@ -279,8 +352,7 @@ static void on_answer(void *data, int err, const sl_dns_result_t *res)
 static void on_cap(sl_timeout_t *t)
 {
     gw_dns_req_t *q = sl_container_of(t, gw_dns_req_t, cap);
-    sl_dns_cancel(q->q); /* the lookup goes on and fills the cache for later requests */
-    q->q = NULL;
+    wait_end(q);
     char why[128];
     snprintf(why, sizeof(why), "DNS timeout (no answer within the connect timeout of %llu ms)",
              (unsigned long long)q->cap_ms);
@@ -320,6 +392,7 @@ int gw_dns_peer(sl_session_t *s, gw_dns_req_t **slot, const gw_upstream_t *u, co
     q->q = sl_dns_resolve(q->dw->r, b->host, b->port, u->dns_family, on_answer, q);
     if (!q->q)
         return fail_now(q, RES_ERROR, "the resolver refused the lookup");
+    wait_begin(q);
     if (q->cap_ms)
         sl_timeout_start(loop, &q->cap, q->cap_ms, on_cap);
     return SL_PENDING;
@@ -343,12 +416,8 @@ int gw_dns_fail(sl_session_t *s, gw_dns_req_t *req, int err)
 
 void gw_dns_req_end(gw_dns_req_t *req)
 {
-    if (!req)
-        return;
-    if (req->q)
-        sl_dns_cancel(req->q);
-    req->q = NULL;
-    sl_timeout_stop(&req->cap);
+    if (req)
+        wait_end(req);
 }
 
 /* ---- watched names (control thread) -------------------------------------------------------- */
