@@ -7,7 +7,8 @@
 #   BENCH_SCENARIOS=h1 BENCH_DURATION=5 bench/run.sh
 #   SLUICE_BENCH_BIN=build/tools/sl-forward       sluice program (default), or a full template:
 #   SLUICE_BENCH_CMD='build/sluice -c x.yaml --port {port} --up {upstream_port}'
-#   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (h2 row skipped when unset)
+#   SLUICE_BENCH_H2_CMD='... {port} {upstream_port} {cert} {key}'   (default: sl-forward with
+#                                                   --tls-cert {cert} --tls-key {key} --h2)
 #   BENCH_SCENARIOS=tls bench/run.sh              TLS handshakes/s only (sl-tlsload; the gateway
 #   SLUICE_BENCH_TLS_CMD='other/sluice -c {conf}'  build/sluice with bench/conf/sluice-tls.yaml)
 #   BENCH_GATEWAY=0                               skip the gateway part (bench/lib/gateway.py)

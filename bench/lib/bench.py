@@ -48,6 +48,9 @@ APT = {"nginx": "nginx-light", "haproxy": "haproxy", "h2o": "h2o", "wrk": "wrk",
        "h2load": "nghttp2-client", "taskset": "util-linux", "curl": "curl", "openssl": "openssl"}
 DEFAULT_SLUICE_BIN = "build/tools/sl-forward"
 DEFAULT_SLUICE_ARGS = "--listen 127.0.0.1:{port} --upstream 127.0.0.1:{upstream_port}"
+# HTTP/2 over TLS (ALPN h2) in front of the same HTTP/1.1 upstream.
+# The idle pool covers the 320 concurrent streams, like nginx's keepalive 1024.
+DEFAULT_SLUICE_H2_ARGS = DEFAULT_SLUICE_ARGS + " --tls-cert {cert} --tls-key {key} --h2 --pool-size 1024"
 TLSLOAD = "build/tools/sl-tlsload"
 # One TLS 1.3 suite (and its TLS 1.2 twin) for every server, so all do the same crypto work.
 TLS13_CIPHERS = "TLS_AES_128_GCM_SHA256"
@@ -531,7 +534,10 @@ class Bench:
         if mode == "h2":
             tmpl = cfg.sluice_h2_cmd
             if not tmpl:
-                return None, "skipped", "SLUICE_BENCH_H2_CMD not set"
+                binary = os.path.join(ROOT, cfg.sluice_bin)
+                if not os.access(binary, os.X_OK):
+                    return None, "not built", f"{cfg.sluice_bin} missing"
+                tmpl = shlex.quote(binary) + " " + DEFAULT_SLUICE_H2_ARGS
         else:
             tmpl = cfg.sluice_cmd
             if not tmpl:

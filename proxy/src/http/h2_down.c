@@ -61,7 +61,7 @@ struct h2_conn {
     size_t n_done, cap_done;
     uint32_t open_streams;
     int in_ng; /* inside nghttp2 (mem_recv or send): no send from here */
-    bool flushing, want_flush;
+    bool flushing, want_flush, flush_scheduled;
     bool reading, read_paused;
     bool goaway;  /* no new streams: shutting down or idle */
     bool closing; /* torn down; the socket close is pending */
@@ -794,7 +794,26 @@ static void dispatch_done(h2_conn_t *c)
     }
 }
 
+/* Frames go out once per loop iteration: the responses (and WINDOW_UPDATEs) of every stream
+ * that progressed in this iteration share one write (one TLS record run, one syscall). */
+static void flush_now(h2_conn_t *c);
+
+static void flush_deferred(void *arg)
+{
+    h2_conn_t *c = arg;
+    c->flush_scheduled = false;
+    flush_now(c);
+}
+
 static void conn_flush(h2_conn_t *c)
+{
+    if (c->closing || c->flush_scheduled)
+        return;
+    c->flush_scheduled = true;
+    sl__worker_defer(c->hw->worker, flush_deferred, c);
+}
+
+static void flush_now(h2_conn_t *c)
 {
     if (c->closing)
         return;
@@ -890,10 +909,8 @@ static void free_conn(void *arg)
 static void on_socket_closed(sl_stream_t *stream)
 {
     h2_conn_t *c = sl_stream_data(stream);
-    if (!c)
-        return;
-    h2_out_free(&c->out);
-    free(c);
+    if (c) /* after a flush that may still be queued */
+        sl__worker_defer(c->hw->worker, free_conn, c);
 }
 
 static void conn_close(h2_conn_t *c, int err)

@@ -61,7 +61,7 @@ struct h2u_conn {
     sl_timeout_t tmo; /* idle */
     uint64_t idle_timeout_ms;
     int in_ng;
-    bool flushing, want_flush, closing;
+    bool flushing, want_flush, flush_scheduled, closing;
 };
 
 struct h2u_stream {
@@ -521,7 +521,26 @@ static void start_write(h2u_conn_t *c)
     }
 }
 
+/* Frames go out once per loop iteration: the responses (and WINDOW_UPDATEs) of every stream
+ * that progressed in this iteration share one write (one TLS record run, one syscall). */
+static void flush_now(h2u_conn_t *c);
+
+static void flush_deferred(void *arg)
+{
+    h2u_conn_t *c = arg;
+    c->flush_scheduled = false;
+    flush_now(c);
+}
+
 static void conn_flush(h2u_conn_t *c)
+{
+    if (c->closing || c->flush_scheduled)
+        return;
+    c->flush_scheduled = true;
+    sl__worker_defer(c->hw->worker, flush_deferred, c);
+}
+
+static void flush_now(h2u_conn_t *c)
 {
     if (c->closing || !c->ng)
         return;
@@ -590,10 +609,8 @@ static void free_conn(void *arg)
 static void on_socket_closed(sl_stream_t *stream)
 {
     h2u_conn_t *c = sl_stream_data(stream);
-    if (!c)
-        return;
-    h2_out_free(&c->out);
-    free(c);
+    if (c) /* after a flush that may still be queued */
+        sl__worker_defer(c->hw->worker, free_conn, c);
 }
 
 static void fail_waiters(h2u_conn_t *c, int err)

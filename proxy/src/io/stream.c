@@ -257,6 +257,10 @@ int sl__stream_raw_write(sl_stream_t *s, const uv_buf_t bufs[], unsigned nbufs,
         size_t total = 0;
         for (unsigned i = 0; i < nbufs; i++)
             total += bufs[i].len;
+        if (total == 0) { /* nothing to send: only the completion, in order, no syscall */
+            defer_done(s, r);
+            return 0;
+        }
         int w = uv_try_write(&s->u.stream, bufs, nbufs);
         if (w >= 0 && (size_t)w == total) {
             defer_done(s, r);
