@@ -36,7 +36,7 @@ enum {
     SL_ETUNNEL = SL_EBASE - 23,
     SL_ENOUPSTREAM = SL_EBASE - 24, /* no backend available */
     SL_EH2 = SL_EBASE - 25,
-    SL_ECONFLICT = SL_EBASE - 26,      /* a change that conflicts with the current state */
+    SL_ECONFLICT = SL_EBASE - 26,       /* a change that conflicts with the current state */
     SL_EUPSTREAM_NO_H2 = SL_EBASE - 27, /* HTTP/2 was required; the upstream did not agree */
     SL_ELAST = SL_EBASE - 28,
 };

@@ -441,8 +441,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
         return sl_error_set(err, SL_ECONFIG,
                             "%s.protocol: h2 needs tls (for cleartext HTTP/2 use h2c)", p);
     if (u->protocol == GW_PROTO_H2C && u->tls)
-        return sl_error_set(err, SL_ECONFIG,
-                            "%s.protocol: h2c is cleartext; with tls use h2", p);
+        return sl_error_set(err, SL_ECONFIG, "%s.protocol: h2c is cleartext; with tls use h2", p);
     const cJSON *disc = cJSON_GetObjectItemCaseSensitive(v, "discovery");
     if (disc && !cJSON_IsNull(disc)) {
         char dp[SL_CFG_PATH_MAX];
