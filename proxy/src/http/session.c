@@ -78,6 +78,22 @@ static sl_session_t *session_alloc(sl_down_t *d)
     return s;
 }
 
+static sl_str_t arena_copy(sl_session_t *s, sl_str_t v)
+{
+    return v.len ? (sl_str_t){sl_arena_strndup(&s->arena, v.ptr, v.len), v.len} : v;
+}
+
+/* Copies a request header's strings into the session's arena. */
+static void internalize(sl_session_t *s, sl_request_header_t *r)
+{
+    r->method = arena_copy(s, r->method);
+    r->uri = arena_copy(s, r->uri);
+    for (size_t i = 0; i < r->headers.n; i++) {
+        r->headers.items[i].name = arena_copy(s, r->headers.items[i].name);
+        r->headers.items[i].value = arena_copy(s, r->headers.items[i].value);
+    }
+}
+
 void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
 {
     if (!s)
@@ -86,7 +102,16 @@ void sl__session_release(sl_http_worker_t *hw, sl_session_t *s)
         sl__h2_up_unwait(s);
     if (s->pending && !s->detached) {
         /* A hook owes a resume: the session outlives its client side until it comes (the
-         * hook's callback still holds s). */
+         * hook's callback still holds s). Its request points into the client's read buffer,
+         * which goes with the connection: copied first. */
+        internalize(s, &s->req);
+        internalize(s, &s->up_req);
+        sl_response_header_t *ur = &s->up_resp; /* points into the upstream's buffer */
+        ur->reason = arena_copy(s, ur->reason);
+        for (size_t i = 0; i < ur->headers.n; i++) {
+            ur->headers.items[i].name = arena_copy(s, ur->headers.items[i].name);
+            ur->headers.items[i].value = arena_copy(s, ur->headers.items[i].value);
+        }
         s->detached = true;
         s->down = NULL;
         if (s->up) {
