@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/core.h"
 #include "http/proxy_impl.h"
 #include "util/mem.h"
 
@@ -111,6 +112,318 @@ void h2_queue_free(h2_queue_t *q)
 {
     free(q->q);
     memset(q, 0, sizeof(*q));
+}
+
+/* ---- the connection core ------------------------------------------------------------------- */
+
+void h2_io_done(h2_io_t *io, h2_sout_t *so, int tag)
+{
+    if (io->n_done == io->cap_done) {
+        io->cap_done = io->cap_done ? io->cap_done * 2 : 16;
+        io->done = sl_xrealloc(io->done, io->cap_done * sizeof(*io->done));
+    }
+    io->done[io->n_done++] = (h2_done_t){so, tag};
+    so->pins++;
+}
+
+static void batch_done(void *arg, int tag)
+{
+    h2_sout_t *so = arg;
+    h2_io_done(so->io, so, tag);
+}
+
+/* Tells the sides their batches are framed (outside nghttp2: they may submit more). */
+static void dispatch_done(h2_io_t *io)
+{
+    while (io->n_done && !io->closing) {
+        h2_done_t *list = io->done;
+        size_t n = io->n_done, cap = io->cap_done;
+        io->done = NULL;
+        io->n_done = io->cap_done = 0;
+        for (size_t i = 0; i < n && !io->closing; i++)
+            io->ops->framed(io, list[i].so, list[i].tag);
+        if (!io->done) { /* keep the array for next time */
+            io->done = list;
+            io->cap_done = cap;
+        } else {
+            free(list);
+        }
+    }
+}
+
+static void flush_now(h2_io_t *io);
+
+static void on_written(sl_stream_t *stream, int status, void *arg)
+{
+    h2_io_t *io = arg;
+    if (io->closing)
+        return;
+    io->out.writing = false;
+    if (status < 0) {
+        io->ops->failed(io, status);
+        return;
+    }
+    if (io->ops->written)
+        io->ops->written(io);
+    if (!io->closing)
+        h2_io_flush(io);
+}
+
+static void start_write(h2_io_t *io)
+{
+    if (io->closing || !io->stream)
+        return;
+    size_t n;
+    const char *p = h2_out_swap(&io->out, &n);
+    if (!p)
+        return;
+    uv_buf_t buf = uv_buf_init((char *)p, (unsigned)n);
+    int rc = sl_stream_write(io->stream, &buf, 1, on_written, io);
+    if (rc) {
+        io->out.writing = false;
+        io->ops->failed(io, rc);
+    }
+}
+
+static void flush_deferred(void *arg)
+{
+    h2_io_t *io = arg;
+    io->flush_scheduled = false;
+    flush_now(io);
+}
+
+void h2_io_flush(h2_io_t *io)
+{
+    if (io->closing || io->flush_scheduled || !io->ng)
+        return;
+    io->flush_scheduled = true;
+    sl__worker_defer(io->worker, flush_deferred, io);
+}
+
+static void flush_now(h2_io_t *io)
+{
+    if (io->closing || !io->ng)
+        return;
+    if (io->in_ng || io->flushing) {
+        io->want_flush = true;
+        return;
+    }
+    io->flushing = true;
+    do {
+        io->want_flush = false;
+        io->in_ng++;
+        int rv = nghttp2_session_send(io->ng);
+        io->in_ng--;
+        if (rv) {
+            io->flushing = false;
+            io->ops->failed(io, SL_EH2);
+            return;
+        }
+        dispatch_done(io);
+        start_write(io);
+    } while (io->want_flush && !io->closing);
+    io->flushing = false;
+    if (!io->closing && !io->out.writing && !io->out.len && !nghttp2_session_want_read(io->ng) &&
+        !nghttp2_session_want_write(io->ng))
+        io->ops->finished(io);
+}
+
+ssize_t h2_io_input(h2_io_t *io, const char *data, size_t len)
+{
+    io->in_ng++;
+    ssize_t rv = nghttp2_session_mem_recv(io->ng, (const uint8_t *)data, len);
+    io->in_ng--;
+    return rv;
+}
+
+void h2_io_release(h2_io_t *io)
+{
+    if (io->ng) {
+        nghttp2_session_del(io->ng);
+        io->ng = NULL;
+    }
+    free(io->done);
+    io->done = NULL;
+    io->n_done = io->cap_done = 0;
+}
+
+typedef struct io_free {
+    void (*fn)(void *);
+    void *obj;
+    struct sl_worker *worker;
+} io_free_t;
+
+static void run_free(void *arg)
+{
+    io_free_t *f = arg;
+    f->fn(f->obj);
+    free(f);
+}
+
+static void on_socket_closed(sl_stream_t *stream)
+{
+    io_free_t *f = sl_stream_data(stream);
+    if (f) /* after a flush that may still be queued */
+        sl__worker_defer(f->worker, run_free, f);
+}
+
+void h2_io_close_socket(h2_io_t *io, bool graceful, void (*free_fn)(void *), void *obj)
+{
+    io_free_t *f = sl_xmalloc(sizeof(*f));
+    f->fn = free_fn;
+    f->obj = obj;
+    f->worker = io->worker;
+    if (!io->stream) {
+        sl__worker_defer(io->worker, run_free, f);
+        return;
+    }
+    if (io->out.writing) {
+        /* The write in flight still points at the output buffer: freed with the socket. */
+        sl_stream_set_data(io->stream, f);
+        sl_stream_close(io->stream, on_socket_closed);
+        return;
+    }
+    sl_stream_set_data(io->stream, NULL);
+    if (graceful)
+        sl_stream_close_graceful(io->stream, 2000);
+    else
+        sl_stream_close(io->stream, NULL);
+    /* Freed on the next loop iteration: callers up the stack may still look at io->closing. */
+    sl__worker_defer(io->worker, run_free, f);
+}
+
+ssize_t h2_io_on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
+{
+    h2_io_t *io = ud;
+    if (h2_out_full(&io->out))
+        return NGHTTP2_ERR_WOULDBLOCK;
+    h2_out_put(&io->out, data, len);
+    return (ssize_t)len;
+}
+
+int h2_io_on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+                       nghttp2_data_source *src, void *ud)
+{
+    h2_io_t *io = ud;
+    h2_sout_t *so = src->ptr;
+    if (h2_out_full(&io->out))
+        return NGHTTP2_ERR_WOULDBLOCK;
+    h2_out_put(&io->out, framehd, 9);
+    h2_queue_take(&so->q, &io->out, length, batch_done, so);
+    return 0;
+}
+
+static void set_end(nghttp2_session *ng, h2_sout_t *so, uint32_t *flags)
+{
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (so->trailers.n) {
+        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        nghttp2_submit_trailer(ng, so->id, so->trailers.nv, so->trailers.n);
+    }
+    so->all_framed = true;
+}
+
+static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+                         uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+    h2_sout_t *so = src->ptr;
+    if (so->gone && !so->end)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cut: RST_STREAM */
+    h2_queue_pop_markers(&so->q, batch_done, so);
+    if (!so->q.bytes) {
+        if (so->end) {
+            set_end(ng, so, flags);
+            return 0;
+        }
+        so->deferred = true;
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = so->q.bytes < length ? so->q.bytes : length;
+    *flags |= NGHTTP2_DATA_FLAG_NO_COPY; /* h2_io_on_send_data copies the pieces */
+    if (n == so->q.bytes && so->end)
+        set_end(ng, so, flags);
+    return (ssize_t)n;
+}
+
+nghttp2_data_provider h2_sout_provider(h2_sout_t *so)
+{
+    nghttp2_data_provider prd = {.source.ptr = so, .read_callback = data_read};
+    return prd;
+}
+
+void h2_sout_push(h2_sout_t *so, const uv_buf_t *body, unsigned n, int tag, bool end)
+{
+    h2_queue_batch(&so->q, body, n, tag);
+    if (end)
+        so->end = true;
+    if (so->deferred && so->io->ng) {
+        so->deferred = false;
+        nghttp2_session_resume_data(so->io->ng, so->id);
+    }
+    h2_io_flush(so->io);
+}
+
+void h2_sout_cut(h2_sout_t *so)
+{
+    so->gone = true;
+    h2_queue_clear(&so->q);
+}
+
+int h2_sin_append(h2_sin_t *si, const uint8_t *data, size_t len, size_t cap)
+{
+    sl_iobuf_t *b = &si->in;
+    if (!b->data) {
+        if (cap < len)
+            cap = len;
+        b->data = sl_xmalloc(cap);
+        b->cap = cap;
+    }
+    if (b->len + len > b->cap) {
+        if (b->refs)
+            return -1; /* a peer over its window, and writes point into the buffer */
+        size_t ncap = b->cap * 2 > b->len + len ? b->cap * 2 : b->len + len;
+        b->data = sl_xrealloc(b->data, ncap);
+        b->cap = ncap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+bool h2_sin_owns(const h2_sin_t *si, const void *ptr)
+{
+    const char *p = ptr;
+    return si->in.data && p >= si->in.data && p < si->in.data + si->in.cap;
+}
+
+bool h2_sin_consume(h2_sin_t *si, nghttp2_session *ng, int32_t id, bool stream_closed)
+{
+    if (si->in.refs || !si->delivered)
+        return false;
+    if (ng) {
+        if (stream_closed || !id)
+            nghttp2_session_consume_connection(ng, si->delivered);
+        else
+            nghttp2_session_consume(ng, id, si->delivered);
+    }
+    memmove(si->in.data, si->in.data + si->delivered, si->in.len - si->delivered);
+    si->in.len -= si->delivered;
+    si->delivered = 0;
+    return true;
+}
+
+void h2_sin_drop(h2_sin_t *si, nghttp2_session *ng)
+{
+    if (si->in.len > si->delivered) {
+        nghttp2_session_consume_connection(ng, si->in.len - si->delivered);
+        si->in.len = si->delivered;
+    }
+}
+
+void h2_sout_free(h2_sout_t *so)
+{
+    h2_queue_free(&so->q);
+    h2_trailers_free(&so->trailers);
 }
 
 /* ---- fields ---------------------------------------------------------------------------------- */

@@ -38,15 +38,9 @@ enum { CT_NONE, CT_PREFACE, CT_IDLE, CT_GOAWAY };
 typedef struct h2_conn h2_conn_t;
 typedef struct h2_stream h2_stream_t;
 
-typedef struct h2_done {
-    h2_stream_t *st;
-    int tag;
-} h2_done_t;
-
 struct h2_conn {
-    sl_stream_t *stream;
+    h2_io_t io; /* first: nghttp2's user_data */
     sl_http_worker_t *hw;
-    nghttp2_session *ng;
     h2_conn_t *prev, *next; /* hw->h2conns */
     h2_stream_t *streams;   /* every live stream (ours to free) */
     sl_timeout_t tmo;
@@ -56,15 +50,9 @@ struct h2_conn {
         struct sockaddr_in in;
         struct sockaddr_in6 in6;
     } peer;
-    h2_out_t out;
-    h2_done_t *done;
-    size_t n_done, cap_done;
     uint32_t open_streams;
-    int in_ng; /* inside nghttp2 (mem_recv or send): no send from here */
-    bool flushing, want_flush, flush_scheduled;
     bool reading, read_paused;
-    bool goaway;  /* no new streams: shutting down or idle */
-    bool closing; /* torn down; the socket close is pending */
+    bool goaway; /* no new streams: shutting down or idle */
     bool peer_eof;
 };
 
@@ -72,49 +60,24 @@ struct h2_stream {
     sl_down_t base;
     h2_conn_t *c;
     h2_stream_t *prev, *next;
-    int32_t id;
+    h2_sout_t out;    /* the response body */
     sl_timeout_t tmo; /* request body reads */
-    /* request body: [0, delivered) handed to the session, [delivered, in.len) waiting */
-    sl_iobuf_t in;
-    size_t delivered;
+    h2_sin_t in;      /* the request body */
     size_t hdr_bytes;
     uint32_t n_hdrs;
     char *authority;
     size_t authority_len;
-    h2_queue_t q;           /* response body pieces not yet framed */
-    h2_trailers_t trailers; /* copied at the end of the response, sent after the data */
-    int pins;               /* completions recorded but not dispatched */
     bool too_large, bad;
     bool body_hold, recv_end, end_delivered;
-    bool resp_submitted, resp_end, resp_all_framed, deferred;
+    bool resp_submitted;
     bool ng_closed, session_gone;
 };
 
-static void conn_flush(h2_conn_t *c);
 static void conn_close(h2_conn_t *c, int err);
 static void on_alloc(sl_stream_t *stream, size_t suggested, uv_buf_t *buf);
 static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-static void conn_check_end(h2_conn_t *c);
 static void stream_maybe_free(h2_stream_t *st);
 static const sl_down_ops_t h2_down_ops;
-
-static void record_done(h2_conn_t *c, h2_stream_t *st, int tag);
-
-static void batch_done(void *arg, int tag)
-{
-    h2_stream_t *st = arg;
-    record_done(st->c, st, tag);
-}
-
-static void record_done(h2_conn_t *c, h2_stream_t *st, int tag)
-{
-    if (c->n_done == c->cap_done) {
-        c->cap_done = c->cap_done ? c->cap_done * 2 : 16;
-        c->done = sl_xrealloc(c->done, c->cap_done * sizeof(*c->done));
-    }
-    c->done[c->n_done++] = (h2_done_t){st, tag};
-    st->pins++;
-}
 
 /* ---- timers ------------------------------------------------------------------------------- */
 
@@ -129,12 +92,12 @@ static void on_conn_timer(sl_timeout_t *t)
     case CT_IDLE:
         SL_DEBUG("HTTP/2 connection idle: GOAWAY");
         c->goaway = true;
-        nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
+        nghttp2_submit_goaway(c->io.ng, NGHTTP2_FLAG_NONE,
+                              nghttp2_session_get_last_proc_stream_id(c->io.ng), NGHTTP2_NO_ERROR,
                               NULL, 0);
         c->timer_mode = CT_GOAWAY;
         sl_timeout_start(c->hw->loop, &c->tmo, 2000, on_conn_timer);
-        conn_flush(c);
+        h2_io_flush(&c->io);
         break;
     case CT_GOAWAY: /* the client did not close after our GOAWAY */
         conn_close(c, 0);
@@ -164,9 +127,10 @@ static h2_stream_t *stream_new(h2_conn_t *c, int32_t id)
     h2_stream_t *st = sl_xcalloc(1, sizeof(*st));
     st->base.ops = &h2_down_ops;
     st->base.hw = c->hw;
-    st->base.stream = c->stream;
+    st->base.stream = c->io.stream;
     st->c = c;
-    st->id = id;
+    st->out.io = &c->io;
+    st->out.id = id;
     st->body_hold = true;
     st->next = c->streams;
     if (c->streams)
@@ -181,7 +145,7 @@ static h2_stream_t *stream_new(h2_conn_t *c, int32_t id)
 /* Frees a stream once nghttp2, the session and pending completions are all done with it. */
 static void stream_maybe_free(h2_stream_t *st)
 {
-    if (!st->ng_closed || !st->session_gone || st->pins)
+    if (!st->ng_closed || !st->session_gone || st->out.pins)
         return;
     h2_conn_t *c = st->c;
     if (st->prev)
@@ -191,12 +155,11 @@ static void stream_maybe_free(h2_stream_t *st)
     if (st->next)
         st->next->prev = st->prev;
     sl_timeout_stop(&st->tmo);
-    sl__iobuf_put(c->hw, &st->in);
-    h2_queue_free(&st->q);
-    h2_trailers_free(&st->trailers);
+    sl__iobuf_put(c->hw, &st->in.in);
+    h2_sout_free(&st->out);
     free(st->authority);
     free(st);
-    if (--c->open_streams == 0 && !c->closing && !c->goaway)
+    if (--c->open_streams == 0 && !c->io.closing && !c->goaway)
         conn_arm(c, CT_IDLE, c->hw->svc->opts.keepalive_timeout_ms);
 }
 
@@ -204,21 +167,12 @@ static void stream_maybe_free(h2_stream_t *st)
  * them from the buffer; only when no write points into it. */
 static void stream_consume(h2_stream_t *st)
 {
-    if (st->in.refs || !st->delivered)
-        return;
     h2_conn_t *c = st->c;
-    if (!c->closing) {
-        if (st->ng_closed)
-            nghttp2_session_consume_connection(c->ng, st->delivered);
-        else
-            nghttp2_session_consume(c->ng, st->id, st->delivered);
+    if (h2_sin_consume(&st->in, c->io.closing ? NULL : c->io.ng, st->out.id, st->ng_closed)) {
+        st->out.pins++;      /* the flush may close the stream: the caller frees it */
+        h2_io_flush(&c->io); /* WINDOW_UPDATE */
+        st->out.pins--;
     }
-    memmove(st->in.data, st->in.data + st->delivered, st->in.len - st->delivered);
-    st->in.len -= st->delivered;
-    st->delivered = 0;
-    st->pins++;    /* the flush may close the stream: the caller frees it */
-    conn_flush(c); /* WINDOW_UPDATE */
-    st->pins--;
 }
 
 /* Hands buffered body bytes (and the end) to the session when it wants them. */
@@ -227,12 +181,12 @@ static void stream_deliver(h2_stream_t *st)
     sl_session_t *s = st->base.session;
     if (!s || st->body_hold)
         return;
-    size_t n = st->in.len - st->delivered;
+    size_t n = st->in.in.len - st->in.delivered;
     bool end = st->recv_end && !st->end_delivered;
     if (!n && !end)
         return;
-    uv_buf_t piece = uv_buf_init(st->in.data + st->delivered, (unsigned)n);
-    st->delivered = st->in.len;
+    uv_buf_t piece = uv_buf_init(st->in.in.data + st->in.delivered, (unsigned)n);
+    st->in.delivered = st->in.in.len;
     if (end) {
         st->end_delivered = true;
         sl_timeout_stop(&st->tmo);
@@ -240,9 +194,9 @@ static void stream_deliver(h2_stream_t *st)
         sl_timeout_start(st->c->hw->loop, &st->tmo, st->c->hw->svc->opts.body_timeout_ms,
                          on_stream_timer);
     }
-    st->pins++; /* the session may end inside */
+    st->out.pins++; /* the session may end inside */
     sl__session_on_request_body(s, &piece, n ? 1 : 0, end);
-    st->pins--;
+    st->out.pins--;
     stream_consume(st);
     stream_maybe_free(st);
 }
@@ -367,14 +321,14 @@ static void request_ready(h2_stream_t *st, bool end_stream)
         if (bt)
             sl_timeout_start(st->c->hw->loop, &st->tmo, bt, on_stream_timer);
     }
-    st->pins++;
+    st->out.pins++;
     if (st->too_large)
         sl__session_fail_request(s, SL_EHEADER_TOO_LARGE);
     else if (!r->method.len || !r->uri.len)
         sl__session_fail_request(s, SL_EPARSE);
     else
         sl__session_begin(s);
-    st->pins--;
+    st->out.pins--;
     stream_maybe_free(st);
 }
 
@@ -421,31 +375,18 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len); /* nobody wants it: open the windows again */
         return 0;
     }
-    if (!st->in.data) {
-        /* Sized by the window (the client cannot send more before we consume), or by the
-         * declared length when smaller. */
-        size_t cap = c->hw->svc->opts.h2_initial_window_size;
-        sl_session_t *s = st->base.session;
-        if (s->req_body == BODY_LENGTH && s->req_content_length < cap)
-            cap = s->req_content_length;
-        if (cap < len)
-            cap = len;
-        st->in.data = sl_xmalloc(cap);
-        st->in.cap = cap;
+    /* Sized by the window (the client cannot send more before we consume), or by the declared
+     * length when smaller. */
+    size_t cap = c->hw->svc->opts.h2_initial_window_size;
+    sl_session_t *s = st->base.session;
+    if (s->req_body == BODY_LENGTH && s->req_content_length < cap)
+        cap = s->req_content_length;
+    if (h2_sin_append(&st->in, data, len, cap) != 0) {
+        SL_WARN("HTTP/2 client overran its flow-control window on stream %d", id);
+        nghttp2_session_consume(ng, id, len);
+        nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
+        return 0;
     }
-    if (st->in.len + len > st->in.cap) {
-        if (st->in.refs) {
-            SL_WARN("HTTP/2 client overran its flow-control window on stream %d", id);
-            nghttp2_session_consume(ng, id, len);
-            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_FLOW_CONTROL_ERROR);
-            return 0;
-        }
-        size_t cap = st->in.cap * 2 > st->in.len + len ? st->in.cap * 2 : st->in.len + len;
-        st->in.data = sl_xrealloc(st->in.data, cap);
-        st->in.cap = cap;
-    }
-    memcpy(st->in.data + st->in.len, data, len);
-    st->in.len += len;
     if (!(flags & NGHTTP2_FLAG_END_STREAM))
         stream_deliver(st);
     return 0;
@@ -459,16 +400,13 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         return 0;
     st->ng_closed = true;
     sl_timeout_stop(&st->tmo);
-    if (st->in.len > st->delivered) { /* never delivered: give the connection window back */
-        nghttp2_session_consume_connection(ng, st->in.len - st->delivered);
-        st->in.len = st->delivered;
-    }
+    h2_sin_drop(&st->in, ng); /* never delivered: give the connection window back */
     sl_session_t *s = st->base.session;
-    if (s && !st->session_gone && (error_code != NGHTTP2_NO_ERROR || !st->resp_all_framed)) {
+    if (s && !st->session_gone && (error_code != NGHTTP2_NO_ERROR || !st->out.all_framed)) {
         SL_DEBUG("stream %d closed by the client (%s)", id, nghttp2_http2_strerror(error_code));
-        st->pins++;
+        st->out.pins++;
         sl__session_on_down_error(s, SL_EDOWNSTREAM_CLOSED);
-        st->pins--;
+        st->out.pins--;
     }
     (void)c;
     stream_maybe_free(st);
@@ -493,61 +431,6 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int lib
 {
     SL_DEBUG("invalid HTTP/2 frame (type %d, stream %d): %s", f->hd.type, f->hd.stream_id,
              nghttp2_strerror(lib_error));
-    return 0;
-}
-
-/* ---- frames sent -------------------------------------------------------------------------- */
-
-static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
-{
-    h2_conn_t *c = ud;
-    if (h2_out_full(&c->out))
-        return NGHTTP2_ERR_WOULDBLOCK;
-    h2_out_put(&c->out, data, len);
-    return (ssize_t)len;
-}
-
-static void set_end(nghttp2_session *ng, h2_stream_t *st, uint32_t *flags)
-{
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->trailers.n) {
-        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        nghttp2_submit_trailer(ng, st->id, st->trailers.nv, st->trailers.n);
-    }
-    st->resp_all_framed = true;
-}
-
-static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-    h2_stream_t *st = src->ptr;
-    if (st->session_gone && !st->resp_end)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* aborted: RST_STREAM */
-    h2_queue_pop_markers(&st->q, batch_done, st);
-    if (!st->q.bytes) {
-        if (st->resp_end) {
-            set_end(ng, st, flags);
-            return 0;
-        }
-        st->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    size_t n = st->q.bytes < length ? st->q.bytes : length;
-    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == st->q.bytes && st->resp_end)
-        set_end(ng, st, flags);
-    return (ssize_t)n;
-}
-
-static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
-                        size_t length, nghttp2_data_source *src, void *ud)
-{
-    h2_conn_t *c = ud;
-    h2_stream_t *st = src->ptr;
-    if (h2_out_full(&c->out))
-        return NGHTTP2_ERR_WOULDBLOCK;
-    h2_out_put(&c->out, framehd, 9);
-    h2_queue_take(&st->q, &c->out, length, batch_done, st);
     return 0;
 }
 
@@ -581,57 +464,51 @@ static int h2_response_write(sl_session_t *s, const uv_buf_t *body, unsigned n, 
 {
     h2_stream_t *st = st_of(s->down);
     h2_conn_t *c = st->c;
-    if (c->closing || st->ng_closed)
+    if (c->io.closing || st->ng_closed)
         return UV_ECANCELED;
     bool has_body = s->resp_body_down != BODY_NONE;
     size_t bytes = 0;
     for (unsigned i = 0; has_body && i < n; i++)
         bytes += body[i].len;
     if (end && s->up_trailers.n && has_body)
-        h2_trailers_copy(&st->trailers, &s->up_trailers);
+        h2_trailers_copy(&st->out.trailers, &s->up_trailers);
     if (s->head_pending) {
         s->head_pending = false;
         s->resp_header_sent = true;
         size_t nvlen;
         nghttp2_nv *nv = response_nv(s, s->resp, &nvlen);
-        if (end && !bytes && !st->trailers.n) {
+        if (end && !bytes && !st->out.trailers.n) {
             /* The whole response is this HEADERS frame (END_STREAM). */
-            int rv = nghttp2_submit_response(c->ng, st->id, nv, nvlen, NULL);
+            int rv = nghttp2_submit_response(c->io.ng, st->out.id, nv, nvlen, NULL);
             if (rv)
                 return UV_ECANCELED;
-            st->resp_end = st->resp_all_framed = true;
+            st->out.end = st->out.all_framed = true;
             st->base.write_pending++;
-            record_done(c, st, tag);
-            conn_flush(c);
+            h2_io_done(&c->io, &st->out, tag);
+            h2_io_flush(&c->io);
             return 0;
         }
-        nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
-        if (nghttp2_submit_response(c->ng, st->id, nv, nvlen, &prd))
+        nghttp2_data_provider prd = h2_sout_provider(&st->out);
+        if (nghttp2_submit_response(c->io.ng, st->out.id, nv, nvlen, &prd))
             return UV_ECANCELED;
         st->resp_submitted = true;
     }
-    h2_queue_batch(&st->q, body, has_body ? n : 0, tag);
     s->body_bytes_sent += bytes;
     st->base.write_pending++;
-    if (end)
-        st->resp_end = true;
-    if (st->deferred) {
-        st->deferred = false;
-        nghttp2_session_resume_data(c->ng, st->id);
-    }
-    conn_flush(c);
+    h2_sout_push(&st->out, body, has_body ? n : 0, tag, end);
     return 0;
 }
 
 static int h2_send_continue(sl_session_t *s)
 {
     h2_stream_t *st = st_of(s->down);
-    if (st->c->closing || st->ng_closed)
+    if (st->c->io.closing || st->ng_closed)
         return UV_ECANCELED;
     static const nghttp2_nv cont[] = {
         {(uint8_t *)":status", (uint8_t *)"100", 7, 3, NGHTTP2_NV_FLAG_NONE}};
-    int rv = nghttp2_submit_headers(st->c->ng, NGHTTP2_FLAG_NONE, st->id, NULL, cont, 1, NULL);
-    conn_flush(st->c);
+    int rv =
+        nghttp2_submit_headers(st->c->io.ng, NGHTTP2_FLAG_NONE, st->out.id, NULL, cont, 1, NULL);
+    h2_io_flush(&st->c->io);
     return rv < 0 ? UV_ECANCELED : 0;
 }
 
@@ -645,29 +522,29 @@ static void h2_resume_body(sl_down_t *d)
 static bool h2_body_buffered(sl_down_t *d)
 {
     h2_stream_t *st = st_of(d);
-    return st->in.len > st->delivered;
+    return st->in.in.len > st->in.delivered;
 }
 
 static bool h2_owns(sl_down_t *d, const void *ptr)
 {
     h2_stream_t *st = st_of(d);
     const char *p = ptr;
-    return st->in.data && p >= st->in.data && p < st->in.data + st->in.cap;
+    return h2_sin_owns(&st->in, p);
 }
 
 static void h2_hold(sl_down_t *d)
 {
-    st_of(d)->in.refs++;
+    st_of(d)->in.in.refs++;
 }
 
 static void h2_unhold(sl_down_t *d)
 {
     h2_stream_t *st = st_of(d);
-    if (--st->in.refs == 0) {
-        st->pins++;
+    if (--st->in.in.refs == 0) {
+        st->out.pins++;
         stream_consume(st);
         stream_deliver(st);
-        st->pins--;
+        st->out.pins--;
         stream_maybe_free(st);
     }
 }
@@ -681,19 +558,20 @@ static void stream_detach(h2_stream_t *st, bool cut)
     st->body_hold = true;
     sl_timeout_stop(&st->tmo);
     if (cut)
-        h2_queue_clear(&st->q);
+        h2_sout_cut(&st->out);
     /* Body the session never took: consumed, so the windows do not shrink for nothing. */
-    st->delivered = st->in.len;
-    if (!c->closing && !st->ng_closed) {
+    st->in.delivered = st->in.in.len;
+    if (!c->io.closing && !st->ng_closed) {
         if (cut)
-            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+            nghttp2_submit_rst_stream(c->io.ng, NGHTTP2_FLAG_NONE, st->out.id,
+                                      NGHTTP2_INTERNAL_ERROR);
         else if (!st->recv_end) /* the response is complete: stop the upload (RFC 9113 8.1) */
-            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_NO_ERROR);
+            nghttp2_submit_rst_stream(c->io.ng, NGHTTP2_FLAG_NONE, st->out.id, NGHTTP2_NO_ERROR);
     }
-    st->pins++; /* the flush may close the stream (our RST_STREAM) */
+    st->out.pins++; /* the flush may close the stream (our RST_STREAM) */
     stream_consume(st);
-    conn_flush(c);
-    st->pins--;
+    h2_io_flush(&c->io);
+    st->out.pins--;
     stream_maybe_free(st);
 }
 
@@ -730,124 +608,46 @@ static const sl_down_ops_t h2_down_ops = {
     .peer_addr = h2_peer_addr,
 };
 
-/* ---- writing ------------------------------------------------------------------------------ */
+/* ---- the connection core's events -------------------------------------------------------- */
 
-static void on_written(sl_stream_t *stream, int status, void *arg)
+static void io_framed(h2_io_t *io, h2_sout_t *so, int tag)
 {
-    h2_conn_t *c = arg;
-    if (c->closing)
-        return;
-    c->out.writing = false;
-    if (status < 0) {
-        conn_close(c, status);
-        return;
-    }
-    if (c->read_paused && c->out.len < H2_READ_PAUSE && !c->peer_eof) {
+    h2_stream_t *st = sl_container_of(so, h2_stream_t, out);
+    st->base.write_pending--;
+    sl_session_t *s = st->base.session;
+    if (s && !st->session_gone)
+        sl__session_on_down_write_done(s, 0, tag);
+    so->pins--;
+    stream_maybe_free(st);
+}
+
+static void io_failed(h2_io_t *io, int err)
+{
+    SL_DEBUG("HTTP/2 client connection failed: %s", sl_strerror(err));
+    conn_close((h2_conn_t *)io, err);
+}
+
+static void io_finished(h2_io_t *io)
+{
+    conn_close((h2_conn_t *)io, 0);
+}
+
+static void io_written(h2_io_t *io)
+{
+    h2_conn_t *c = (h2_conn_t *)io;
+    if (c->read_paused && c->io.out.len < H2_READ_PAUSE && !c->peer_eof) {
         c->read_paused = false;
         c->reading = true;
-        sl_stream_read_start(c->stream, on_alloc, on_read);
-    }
-    conn_flush(c);
-}
-
-static void start_write(h2_conn_t *c)
-{
-    if (c->closing)
-        return;
-    size_t n;
-    const char *p = h2_out_swap(&c->out, &n);
-    if (!p)
-        return;
-    uv_buf_t buf = uv_buf_init((char *)p, (unsigned)n);
-    int rc = sl_stream_write(c->stream, &buf, 1, on_written, c);
-    if (rc) {
-        c->out.writing = false;
-        conn_close(c, rc);
+        sl_stream_read_start(c->io.stream, on_alloc, on_read);
     }
 }
 
-/* Tells sessions their batches are framed (outside nghttp2: they may submit more). */
-static void dispatch_done(h2_conn_t *c)
-{
-    while (c->n_done && !c->closing) {
-        h2_done_t *list = c->done;
-        size_t n = c->n_done, cap = c->cap_done;
-        c->done = NULL;
-        c->n_done = c->cap_done = 0;
-        for (size_t i = 0; i < n; i++) {
-            h2_stream_t *st = list[i].st;
-            if (c->closing) /* the streams were freed with the connection */
-                break;
-            st->base.write_pending--;
-            sl_session_t *s = st->base.session;
-            if (s && !st->session_gone)
-                sl__session_on_down_write_done(s, 0, list[i].tag);
-            st->pins--;
-            stream_maybe_free(st);
-        }
-        if (!c->done) { /* keep the array for next time */
-            c->done = list;
-            c->cap_done = cap;
-        } else {
-            free(list);
-        }
-    }
-}
-
-/* Frames go out once per loop iteration: the responses (and WINDOW_UPDATEs) of every stream
- * that progressed in this iteration share one write (one TLS record run, one syscall). */
-static void flush_now(h2_conn_t *c);
-
-static void flush_deferred(void *arg)
-{
-    h2_conn_t *c = arg;
-    c->flush_scheduled = false;
-    flush_now(c);
-}
-
-static void conn_flush(h2_conn_t *c)
-{
-    if (c->closing || c->flush_scheduled)
-        return;
-    c->flush_scheduled = true;
-    sl__worker_defer(c->hw->worker, flush_deferred, c);
-}
-
-static void flush_now(h2_conn_t *c)
-{
-    if (c->closing)
-        return;
-    if (c->in_ng || c->flushing) {
-        c->want_flush = true;
-        return;
-    }
-    c->flushing = true;
-    do {
-        c->want_flush = false;
-        c->in_ng++;
-        int rv = nghttp2_session_send(c->ng);
-        c->in_ng--;
-        if (rv) {
-            SL_DEBUG("HTTP/2 send: %s", nghttp2_strerror(rv));
-            c->flushing = false;
-            conn_close(c, SL_EINTERNAL);
-            return;
-        }
-        dispatch_done(c);
-        start_write(c);
-    } while (c->want_flush && !c->closing);
-    c->flushing = false;
-    conn_check_end(c);
-}
-
-/* Ends the connection once nghttp2 has nothing more to say or hear. */
-static void conn_check_end(h2_conn_t *c)
-{
-    if (c->closing || c->out.writing || c->out.len || c->flushing || c->in_ng)
-        return;
-    if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng))
-        conn_close(c, 0);
-}
+static const h2_io_ops_t down_io_ops = {
+    .framed = io_framed,
+    .failed = io_failed,
+    .finished = io_finished,
+    .written = io_written,
+};
 
 /* ---- reading ------------------------------------------------------------------------------ */
 
@@ -861,9 +661,7 @@ static void on_alloc(sl_stream_t *stream, size_t suggested, uv_buf_t *buf)
 
 static void conn_input(h2_conn_t *c, const char *data, size_t len)
 {
-    c->in_ng++;
-    ssize_t rv = nghttp2_session_mem_recv(c->ng, (const uint8_t *)data, len);
-    c->in_ng--;
+    ssize_t rv = h2_io_input(&c->io, data, len);
     if (rv < 0) {
         SL_DEBUG("HTTP/2 client error: %s", nghttp2_strerror((int)rv));
         if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
@@ -871,12 +669,12 @@ static void conn_input(h2_conn_t *c, const char *data, size_t len)
             return;
         }
         /* nghttp2 queued a GOAWAY for protocol errors: send it, then close. */
-        nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
+        nghttp2_session_terminate_session(c->io.ng, NGHTTP2_PROTOCOL_ERROR);
     }
-    conn_flush(c);
-    if (!c->closing && c->reading &&
-        c->out.len + (c->out.writing ? c->out.fly_len : 0) > H2_READ_PAUSE) {
-        sl_stream_read_stop(c->stream); /* the client does not read what it asked for */
+    h2_io_flush(&c->io);
+    if (!c->io.closing && c->reading &&
+        c->io.out.len + (c->io.out.writing ? c->io.out.fly_len : 0) > H2_READ_PAUSE) {
+        sl_stream_read_stop(c->io.stream); /* the client does not read what it asked for */
         c->reading = false;
         c->read_paused = true;
     }
@@ -885,7 +683,7 @@ static void conn_input(h2_conn_t *c, const char *data, size_t len)
 static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     h2_conn_t *c = sl_stream_data(stream);
-    if (c->closing)
+    if (c->io.closing)
         return;
     if (nread < 0) {
         c->peer_eof = true;
@@ -902,22 +700,15 @@ static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 static void free_conn(void *arg)
 {
     h2_conn_t *c = arg;
-    h2_out_free(&c->out);
+    h2_out_free(&c->io.out);
     free(c);
-}
-
-static void on_socket_closed(sl_stream_t *stream)
-{
-    h2_conn_t *c = sl_stream_data(stream);
-    if (c) /* after a flush that may still be queued */
-        sl__worker_defer(c->hw->worker, free_conn, c);
 }
 
 static void conn_close(h2_conn_t *c, int err)
 {
-    if (c->closing)
+    if (c->io.closing)
         return;
-    c->closing = true;
+    c->io.closing = true;
     sl_http_worker_t *hw = c->hw;
     atomic_fetch_sub_explicit(&hw->st_open, 1, memory_order_relaxed);
     if (c->prev)
@@ -939,29 +730,13 @@ static void conn_close(h2_conn_t *c, int err)
             sl__session_release(hw, s);
         }
         sl_timeout_stop(&st->tmo);
-        sl__iobuf_put(hw, &st->in);
-        h2_queue_free(&st->q);
-        h2_trailers_free(&st->trailers);
+        sl__iobuf_put(hw, &st->in.in);
+        h2_sout_free(&st->out);
         free(st->authority);
         free(st);
     }
-    nghttp2_session_del(c->ng);
-    c->ng = NULL;
-    free(c->done);
-    c->done = NULL;
-    c->n_done = 0;
-    if (c->out.writing) {
-        /* The in-flight write still points at the output buffer: free with the socket. */
-        sl_stream_close(c->stream, on_socket_closed);
-        return;
-    }
-    sl_stream_set_data(c->stream, NULL);
-    if (!err && !c->peer_eof)
-        sl_stream_close_graceful(c->stream, 2000);
-    else
-        sl_stream_close(c->stream, NULL);
-    /* Freed on the next loop iteration: callers up the stack may still look at c->closing. */
-    sl__worker_defer(hw->worker, free_conn, c);
+    h2_io_release(&c->io);
+    h2_io_close_socket(&c->io, !err && !c->peer_eof, free_conn, c);
 }
 
 static nghttp2_session_callbacks *callbacks(void)
@@ -969,8 +744,8 @@ static nghttp2_session_callbacks *callbacks(void)
     static nghttp2_session_callbacks *cbs;
     if (!cbs) { /* set up once per process, before workers share it (read-only after) */
         nghttp2_session_callbacks_new(&cbs);
-        nghttp2_session_callbacks_set_send_callback(cbs, on_send);
-        nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+        nghttp2_session_callbacks_set_send_callback(cbs, h2_io_on_send);
+        nghttp2_session_callbacks_set_send_data_callback(cbs, h2_io_on_send_data);
         nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
         nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
@@ -991,7 +766,9 @@ static h2_conn_t *conn_new(sl_http_worker_t *hw, sl_stream_t *stream, const stru
 {
     const sl_http_options_t *o = &hw->svc->opts;
     h2_conn_t *c = sl_xcalloc(1, sizeof(*c));
-    c->stream = stream;
+    c->io.ops = &down_io_ops;
+    c->io.stream = stream;
+    c->io.worker = hw->worker;
     c->hw = hw;
     if (peer && peer->sa_family == AF_INET)
         memcpy(&c->peer, peer, sizeof(struct sockaddr_in));
@@ -1008,7 +785,7 @@ static h2_conn_t *conn_new(sl_http_worker_t *hw, sl_stream_t *stream, const stru
     nghttp2_option_set_max_continuations(opt, 8);
     nghttp2_option_set_max_outbound_ack(opt, 1000);
     nghttp2_option_set_max_settings(opt, 32);
-    nghttp2_session_server_new2(&c->ng, callbacks(), c, opt);
+    nghttp2_session_server_new2(&c->io.ng, callbacks(), c, opt);
     nghttp2_option_del(opt);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, o->h2_max_concurrent_streams},
@@ -1017,12 +794,12 @@ static h2_conn_t *conn_new(sl_http_worker_t *hw, sl_stream_t *stream, const stru
          (uint32_t)(o->max_header_size + o->max_request_line + 32 * (o->max_headers + 4))},
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
-    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_submit_settings(c->io.ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     /* The connection window covers several streams' windows. */
     uint32_t conn_window = o->h2_initial_window_size * 16;
     if (conn_window > (1u << 30))
         conn_window = 1u << 30;
-    nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
+    nghttp2_session_set_local_window_size(c->io.ng, NGHTTP2_FLAG_NONE, 0, (int32_t)conn_window);
     c->next = hw->h2conns;
     if (hw->h2conns)
         hw->h2conns->prev = c;
@@ -1037,14 +814,14 @@ static void conn_go(h2_conn_t *c, const char *pre, size_t pre_len)
 {
     if (c->hw->shutting_down) {
         c->goaway = true;
-        nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
+        nghttp2_submit_goaway(c->io.ng, NGHTTP2_FLAG_NONE, 0, NGHTTP2_NO_ERROR, NULL, 0);
     }
-    if (sl_stream_read_start(c->stream, on_alloc, on_read) == 0)
+    if (sl_stream_read_start(c->io.stream, on_alloc, on_read) == 0)
         c->reading = true;
     if (pre_len)
         conn_input(c, pre, pre_len);
     else
-        conn_flush(c);
+        h2_io_flush(&c->io);
 }
 
 void sl__h2_down_new(sl_http_service_t *svc, sl_stream_t *stream)
@@ -1115,13 +892,13 @@ int sl__h2_down_upgrade(sl_http_worker_t *hw, sl_stream_t *stream, const struct 
     sl_stream_read_stop(stream);
     h2_conn_t *c = conn_new(hw, stream, peer);
     bool head = sl_str_eq(req->method, SL_STR("HEAD"));
-    if (nghttp2_session_upgrade2(c->ng, payload, plen, head, NULL) != 0) {
+    if (nghttp2_session_upgrade2(c->io.ng, payload, plen, head, NULL) != 0) {
         conn_close(c, SL_EPARSE);
         return 0;
     }
     /* Stream 1 is the request that asked for the upgrade (half-closed: it had no body). */
     h2_stream_t *st = stream_new(c, 1);
-    nghttp2_session_set_stream_user_data(c->ng, 1, st);
+    nghttp2_session_set_stream_user_data(c->io.ng, 1, st);
     sl_session_t *s = sl__session_new(&st->base);
     sl_request_header_t *r = &s->req;
     r->version = 20;
@@ -1139,13 +916,13 @@ int sl__h2_down_upgrade(sl_http_worker_t *hw, sl_stream_t *stream, const struct 
     }
     if (hw->shutting_down)
         c->goaway = true;
-    if (sl_stream_read_start(c->stream, on_alloc, on_read) == 0)
+    if (sl_stream_read_start(c->io.stream, on_alloc, on_read) == 0)
         c->reading = true;
     request_ready(st, true);
-    if (!c->closing && rest_len)
+    if (!c->io.closing && rest_len)
         conn_input(c, rest, rest_len);
     else
-        conn_flush(c);
+        h2_io_flush(&c->io);
     return 0;
 }
 
@@ -1159,10 +936,10 @@ void sl__h2_down_shutdown_all(sl_http_worker_t *hw, bool expired)
             conn_close(c, SL_EDOWNSTREAM_CLOSED);
         } else if (!c->goaway) {
             c->goaway = true;
-            nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
-                                  NULL, 0);
-            conn_flush(c);
+            nghttp2_submit_goaway(c->io.ng, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->io.ng),
+                                  NGHTTP2_NO_ERROR, NULL, 0);
+            h2_io_flush(&c->io);
         }
         c = next;
     }

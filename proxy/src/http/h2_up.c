@@ -36,12 +36,8 @@ typedef enum { H2U_CONNECTING, H2U_READY, H2U_DRAINING, H2U_H1_ONLY } h2u_state_
 typedef struct h2u_conn h2u_conn_t;
 typedef struct h2u_stream h2u_stream_t;
 
-typedef struct h2u_done {
-    h2u_stream_t *st;
-    int tag;
-} h2u_done_t;
-
 struct h2u_conn {
+    h2_io_t io; /* first: nghttp2's user_data (io.stream is NULL while dialling) */
     sl_http_worker_t *hw;
     h2u_conn_t *prev, *next; /* hw->h2up */
     h2u_state_t state;
@@ -49,44 +45,31 @@ struct h2u_conn {
     sl_peer_t peer; /* for dialling, and :scheme */
     uint64_t h1_until;
     h1_up_t *dial;
-    sl_stream_t *stream;
-    nghttp2_session *ng;
-    h2_out_t out;
-    h2u_done_t *done;
-    size_t n_done, cap_done;
     h2u_stream_t *streams;
     uint32_t n_streams;
     sl_session_t *wait_head, *wait_tail; /* sessions waiting for a stream */
     size_t n_wait;
     sl_timeout_t tmo; /* idle */
     uint64_t idle_timeout_ms;
-    int in_ng;
-    bool flushing, want_flush, flush_scheduled, closing;
 };
 
 struct h2u_stream {
     sl_up_t base;
     h2u_conn_t *c;
     h2u_stream_t *prev, *next;
-    int32_t id;
+    h2_sout_t out;    /* the request body */
     sl_timeout_t tmo; /* read timeout */
     uint64_t read_timeout_ms;
     /* response */
     int status;
     size_t hdr_bytes;
     uint32_t n_hdrs;
-    sl_iobuf_t in;
-    size_t delivered;
+    h2_sin_t in; /* the response body */
     bool hold, final_seen, end_recv, end_delivered, head_request;
-    /* request body */
-    h2_queue_t q;
-    h2_trailers_t trailers;
-    bool has_provider, req_end, deferred;
-    int pins;
+    bool has_provider;
     bool ng_closed, session_gone;
 };
 
-static void conn_flush(h2u_conn_t *c);
 static void conn_close(h2u_conn_t *c, int err);
 static void serve_waiters(h2u_conn_t *c);
 static const sl_up_ops_t h2_up_ops;
@@ -98,8 +81,9 @@ static h2u_stream_t *stream_new(h2u_conn_t *c, sl_session_t *s)
     h2u_stream_t *st = sl_xcalloc(1, sizeof(*st));
     st->base.ops = &h2_up_ops;
     st->base.session = s;
-    st->base.stream = c->stream;
+    st->base.stream = c->io.stream;
     st->c = c;
+    st->out.io = &c->io;
     st->hold = true;
     st->next = c->streams;
     if (c->streams)
@@ -121,7 +105,7 @@ static void on_conn_idle(sl_timeout_t *t)
 
 static void stream_maybe_free(h2u_stream_t *st)
 {
-    if (!st->session_gone || st->pins || (!st->ng_closed && st->id && !st->c->closing))
+    if (!st->session_gone || st->out.pins || (!st->ng_closed && st->out.id && !st->c->io.closing))
         return;
     h2u_conn_t *c = st->c;
     if (st->prev)
@@ -131,12 +115,11 @@ static void stream_maybe_free(h2u_stream_t *st)
     if (st->next)
         st->next->prev = st->prev;
     sl_timeout_stop(&st->tmo);
-    sl__iobuf_put(c->hw, &st->in);
-    h2_queue_free(&st->q);
-    h2_trailers_free(&st->trailers);
+    sl__iobuf_put(c->hw, &st->in.in);
+    h2_sout_free(&st->out);
     free(st);
     c->n_streams--;
-    if (c->closing)
+    if (c->io.closing)
         return;
     serve_waiters(c);
     if (!c->n_streams && !c->n_wait) {
@@ -163,21 +146,12 @@ static void arm_read(h2u_stream_t *st)
 /* Delivered body bytes no write points to any more: open the windows again. */
 static void stream_consume(h2u_stream_t *st)
 {
-    if (st->in.refs || !st->delivered)
-        return;
     h2u_conn_t *c = st->c;
-    if (!c->closing) {
-        if (st->ng_closed || !st->id)
-            nghttp2_session_consume_connection(c->ng, st->delivered);
-        else
-            nghttp2_session_consume(c->ng, st->id, st->delivered);
+    if (h2_sin_consume(&st->in, c->io.closing ? NULL : c->io.ng, st->out.id, st->ng_closed)) {
+        st->out.pins++;      /* the flush may close the stream: the caller frees it */
+        h2_io_flush(&c->io); /* WINDOW_UPDATE */
+        st->out.pins--;
     }
-    memmove(st->in.data, st->in.data + st->delivered, st->in.len - st->delivered);
-    st->in.len -= st->delivered;
-    st->delivered = 0;
-    st->pins++; /* the flush may close the stream: the caller frees it */
-    conn_flush(c);
-    st->pins--;
 }
 
 static void stream_deliver(h2u_stream_t *st)
@@ -185,122 +159,57 @@ static void stream_deliver(h2u_stream_t *st)
     sl_session_t *s = st->base.session;
     if (!s || st->session_gone || st->hold || !st->final_seen)
         return;
-    size_t n = st->in.len - st->delivered;
+    size_t n = st->in.in.len - st->in.delivered;
     bool end = st->end_recv && !st->end_delivered;
     if (!n && !end)
         return;
-    uv_buf_t piece = uv_buf_init(st->in.data + st->delivered, (unsigned)n);
-    st->delivered = st->in.len;
+    uv_buf_t piece = uv_buf_init(st->in.in.data + st->in.delivered, (unsigned)n);
+    st->in.delivered = st->in.in.len;
     if (end) {
         st->end_delivered = true;
         sl_timeout_stop(&st->tmo);
     }
-    st->pins++;
+    st->out.pins++;
     sl__session_on_response_body(s, &piece, n ? 1 : 0, end);
-    st->pins--;
+    st->out.pins--;
     stream_consume(st);
     stream_maybe_free(st);
 }
 
-/* ---- completions -------------------------------------------------------------------------- */
+/* ---- the connection core's events -------------------------------------------------------- */
 
-static void record_done(h2u_conn_t *c, h2u_stream_t *st, int tag)
+static void io_framed(h2_io_t *io, h2_sout_t *so, int tag)
 {
-    if (c->n_done == c->cap_done) {
-        c->cap_done = c->cap_done ? c->cap_done * 2 : 16;
-        c->done = sl_xrealloc(c->done, c->cap_done * sizeof(*c->done));
-    }
-    c->done[c->n_done++] = (h2u_done_t){st, tag};
-    st->pins++;
+    h2u_stream_t *st = sl_container_of(so, h2u_stream_t, out);
+    sl_session_t *s = st->base.session;
+    if (s && !st->session_gone)
+        sl__session_on_up_write_done(s, 0, tag);
+    so->pins--;
+    stream_maybe_free(st);
 }
 
-static void batch_done(void *arg, int tag)
+static void io_failed(h2_io_t *io, int err)
 {
-    h2u_stream_t *st = arg;
-    record_done(st->c, st, tag);
+    SL_WARN("HTTP/2 upstream connection failed: %s", sl_strerror(err));
+    conn_close((h2u_conn_t *)io, err);
 }
 
-static void dispatch_done(h2u_conn_t *c)
+static void io_finished(h2_io_t *io)
 {
-    while (c->n_done && !c->closing) {
-        h2u_done_t *list = c->done;
-        size_t n = c->n_done, cap = c->cap_done;
-        c->done = NULL;
-        c->n_done = c->cap_done = 0;
-        for (size_t i = 0; i < n && !c->closing; i++) {
-            h2u_stream_t *st = list[i].st;
-            sl_session_t *s = st->base.session;
-            if (s && !st->session_gone)
-                sl__session_on_up_write_done(s, 0, list[i].tag);
-            st->pins--;
-            stream_maybe_free(st);
-        }
-        if (!c->done) {
-            c->done = list;
-            c->cap_done = cap;
-        } else {
-            free(list);
-        }
-    }
+    conn_close((h2u_conn_t *)io, 0);
 }
+
+static const h2_io_ops_t up_io_ops = {
+    .framed = io_framed,
+    .failed = io_failed,
+    .finished = io_finished,
+};
 
 /* ---- nghttp2 callbacks -------------------------------------------------------------------- */
 
 static h2u_stream_t *stream_of(nghttp2_session *ng, int32_t id)
 {
     return nghttp2_session_get_stream_user_data(ng, id);
-}
-
-static ssize_t on_send(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
-{
-    h2u_conn_t *c = ud;
-    if (h2_out_full(&c->out))
-        return NGHTTP2_ERR_WOULDBLOCK;
-    h2_out_put(&c->out, data, len);
-    return (ssize_t)len;
-}
-
-static int on_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
-                        size_t length, nghttp2_data_source *src, void *ud)
-{
-    h2u_conn_t *c = ud;
-    h2u_stream_t *st = src->ptr;
-    if (h2_out_full(&c->out))
-        return NGHTTP2_ERR_WOULDBLOCK;
-    h2_out_put(&c->out, framehd, 9);
-    h2_queue_take(&st->q, &c->out, length, batch_done, st);
-    return 0;
-}
-
-static void set_end(nghttp2_session *ng, h2u_stream_t *st, uint32_t *flags)
-{
-    *flags |= NGHTTP2_DATA_FLAG_EOF;
-    if (st->trailers.n) {
-        *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        nghttp2_submit_trailer(ng, st->id, st->trailers.nv, st->trailers.n);
-    }
-}
-
-static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-                         uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-    h2u_stream_t *st = src->ptr;
-    if (st->session_gone && !st->req_end)
-        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-    h2_queue_pop_markers(&st->q, batch_done, st);
-    if (!st->q.bytes) {
-        if (st->req_end) {
-            set_end(ng, st, flags);
-            return 0;
-        }
-        st->deferred = true;
-        return NGHTTP2_ERR_DEFERRED;
-    }
-    size_t n = st->q.bytes < length ? st->q.bytes : length;
-    *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-    if (n == st->q.bytes && st->req_end)
-        set_end(ng, st, flags);
-    return (ssize_t)n;
 }
 
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
@@ -365,9 +274,9 @@ static void response_ready(h2u_stream_t *st, bool end_stream)
         s->resp_body_up = BODY_CHUNKED; /* a body of unknown length */
     s->resp_content_length = n;
     st->hold = true;
-    st->pins++;
+    st->out.pins++;
     sl__session_on_response_header(s);
-    st->pins--;
+    st->out.pins--;
     stream_maybe_free(st);
 }
 
@@ -426,22 +335,8 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         nghttp2_session_consume(ng, id, len);
         return 0;
     }
-    if (!st->in.data) {
-        size_t cap = c->hw->svc->opts.h2_initial_window_size;
-        if (cap < len)
-            cap = len;
-        st->in.data = sl_xmalloc(cap);
-        st->in.cap = cap;
-    }
-    if (st->in.len + len > st->in.cap) {
-        if (st->in.refs)
-            return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* over its window: reset */
-        size_t cap = st->in.cap * 2 > st->in.len + len ? st->in.cap * 2 : st->in.len + len;
-        st->in.data = sl_xrealloc(st->in.data, cap);
-        st->in.cap = cap;
-    }
-    memcpy(st->in.data + st->in.len, data, len);
-    st->in.len += len;
+    if (h2_sin_append(&st->in, data, len, c->hw->svc->opts.h2_initial_window_size) != 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* over its window: reset */
     arm_read(st);
     if (!(flags & NGHTTP2_FLAG_END_STREAM))
         stream_deliver(st);
@@ -455,19 +350,16 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         return 0;
     st->ng_closed = true;
     sl_timeout_stop(&st->tmo);
-    if (st->in.len > st->delivered) {
-        nghttp2_session_consume_connection(ng, st->in.len - st->delivered);
-        st->in.len = st->delivered;
-    }
+    h2_sin_drop(&st->in, ng);
     sl_session_t *s = st->base.session;
     if (s && !st->session_gone && !(st->end_recv && error_code == NGHTTP2_NO_ERROR)) {
         SL_DEBUG("upstream stream %d closed: %s", id, nghttp2_http2_strerror(error_code));
         /* Refused or reset before any answer: safe to retry elsewhere (nothing happened). */
-        st->pins++;
+        st->out.pins++;
         sl__session_on_up_error(s, !st->base.got_bytes || error_code == NGHTTP2_REFUSED_STREAM
                                        ? SL_EUPSTREAM_CLOSED
                                        : SL_EH2);
-        st->pins--;
+        st->out.pins--;
     }
     stream_maybe_free(st);
     return 0;
@@ -478,8 +370,8 @@ static nghttp2_session_callbacks *callbacks(void)
     static nghttp2_session_callbacks *cbs;
     if (!cbs) {
         nghttp2_session_callbacks_new(&cbs);
-        nghttp2_session_callbacks_set_send_callback(cbs, on_send);
-        nghttp2_session_callbacks_set_send_data_callback(cbs, on_send_data);
+        nghttp2_session_callbacks_set_send_callback(cbs, h2_io_on_send);
+        nghttp2_session_callbacks_set_send_data_callback(cbs, h2_io_on_send_data);
         nghttp2_session_callbacks_set_on_header_callback(cbs, on_header);
         nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
@@ -489,85 +381,6 @@ static nghttp2_session_callbacks *callbacks(void)
 }
 
 /* ---- connection I/O ----------------------------------------------------------------------- */
-
-static void start_write(h2u_conn_t *c);
-
-static void on_written(sl_stream_t *stream, int status, void *arg)
-{
-    h2u_conn_t *c = arg;
-    if (c->closing)
-        return;
-    c->out.writing = false;
-    if (status < 0) {
-        conn_close(c, status);
-        return;
-    }
-    conn_flush(c);
-}
-
-static void start_write(h2u_conn_t *c)
-{
-    if (c->closing || !c->stream)
-        return;
-    size_t n;
-    const char *p = h2_out_swap(&c->out, &n);
-    if (!p)
-        return;
-    uv_buf_t buf = uv_buf_init((char *)p, (unsigned)n);
-    int rc = sl_stream_write(c->stream, &buf, 1, on_written, c);
-    if (rc) {
-        c->out.writing = false;
-        conn_close(c, rc);
-    }
-}
-
-/* Frames go out once per loop iteration: the responses (and WINDOW_UPDATEs) of every stream
- * that progressed in this iteration share one write (one TLS record run, one syscall). */
-static void flush_now(h2u_conn_t *c);
-
-static void flush_deferred(void *arg)
-{
-    h2u_conn_t *c = arg;
-    c->flush_scheduled = false;
-    flush_now(c);
-}
-
-static void conn_flush(h2u_conn_t *c)
-{
-    if (c->closing || c->flush_scheduled)
-        return;
-    c->flush_scheduled = true;
-    sl__worker_defer(c->hw->worker, flush_deferred, c);
-}
-
-static void flush_now(h2u_conn_t *c)
-{
-    if (c->closing || !c->ng)
-        return;
-    if (c->in_ng || c->flushing) {
-        c->want_flush = true;
-        return;
-    }
-    c->flushing = true;
-    do {
-        c->want_flush = false;
-        c->in_ng++;
-        int rv = nghttp2_session_send(c->ng);
-        c->in_ng--;
-        if (rv) {
-            SL_WARN("HTTP/2 upstream send: %s", nghttp2_strerror(rv));
-            c->flushing = false;
-            conn_close(c, SL_EH2);
-            return;
-        }
-        dispatch_done(c);
-        start_write(c);
-    } while (c->want_flush && !c->closing);
-    c->flushing = false;
-    if (!c->closing && !c->out.writing && !c->out.len && !nghttp2_session_want_read(c->ng) &&
-        !nghttp2_session_want_write(c->ng))
-        conn_close(c, 0);
-}
 
 static void on_alloc(sl_stream_t *stream, size_t suggested, uv_buf_t *buf)
 {
@@ -580,20 +393,18 @@ static void on_alloc(sl_stream_t *stream, size_t suggested, uv_buf_t *buf)
 static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     h2u_conn_t *c = sl_stream_data(stream);
-    if (!c || c->closing)
+    if (!c || c->io.closing)
         return;
     if (nread < 0) {
         conn_close(c, nread == UV_EOF ? SL_EUPSTREAM_CLOSED : (int)nread);
         return;
     }
-    c->in_ng++;
-    ssize_t rv = nghttp2_session_mem_recv(c->ng, (const uint8_t *)buf->base, (size_t)nread);
-    c->in_ng--;
+    ssize_t rv = h2_io_input(&c->io, buf->base, (size_t)nread);
     if (rv < 0) {
         SL_WARN("HTTP/2 upstream protocol error: %s", nghttp2_strerror((int)rv));
-        nghttp2_session_terminate_session(c->ng, NGHTTP2_PROTOCOL_ERROR);
+        nghttp2_session_terminate_session(c->io.ng, NGHTTP2_PROTOCOL_ERROR);
     }
-    conn_flush(c);
+    h2_io_flush(&c->io);
 }
 
 /* ---- connections ------------------------------------------------------------------------------
@@ -602,15 +413,8 @@ static void on_read(sl_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 static void free_conn(void *arg)
 {
     h2u_conn_t *c = arg;
-    h2_out_free(&c->out);
+    h2_out_free(&c->io.out);
     free(c);
-}
-
-static void on_socket_closed(sl_stream_t *stream)
-{
-    h2u_conn_t *c = sl_stream_data(stream);
-    if (c) /* after a flush that may still be queued */
-        sl__worker_defer(c->hw->worker, free_conn, c);
 }
 
 static void fail_waiters(h2u_conn_t *c, int err)
@@ -640,9 +444,9 @@ static void conn_unlink(h2u_conn_t *c)
 
 static void conn_close(h2u_conn_t *c, int err)
 {
-    if (c->closing)
+    if (c->io.closing)
         return;
-    c->closing = true;
+    c->io.closing = true;
     sl_http_worker_t *hw = c->hw;
     conn_unlink(c);
     sl_timeout_stop(&c->tmo);
@@ -654,9 +458,9 @@ static void conn_close(h2u_conn_t *c, int err)
     for (h2u_stream_t *st = c->streams; st; st = st->next) {
         sl_session_t *s = st->base.session;
         if (s && !st->session_gone) {
-            st->pins++;
+            st->out.pins++;
             sl__session_on_up_error(s, err ? err : SL_EUPSTREAM_CLOSED);
-            st->pins--;
+            st->out.pins--;
         }
     }
     while (c->streams) {
@@ -666,52 +470,35 @@ static void conn_close(h2u_conn_t *c, int err)
         /* A session still holding it (a hook pending) keeps a dead stream: detach it. */
         if (st->base.session && !st->session_gone)
             st->base.session->up = NULL;
-        sl__iobuf_put(hw, &st->in);
-        h2_queue_free(&st->q);
-        h2_trailers_free(&st->trailers);
+        sl__iobuf_put(hw, &st->in.in);
+        h2_sout_free(&st->out);
         free(st);
     }
     c->n_streams = 0;
     fail_waiters(c, err ? err : SL_EUPSTREAM_CLOSED);
-    if (c->ng) {
-        nghttp2_session_del(c->ng);
-        c->ng = NULL;
-    }
-    free(c->done);
-    c->done = NULL;
-    c->n_done = 0;
-    if (!c->stream) {
-        sl__worker_defer(hw->worker, free_conn, c);
-        return;
-    }
-    atomic_fetch_sub_explicit(&hw->st_up_open, 1, memory_order_relaxed);
-    if (c->out.writing) {
-        sl_stream_close(c->stream, on_socket_closed);
-        return;
-    }
-    sl_stream_set_data(c->stream, NULL);
-    sl_stream_close(c->stream, NULL);
-    /* Freed on the next loop iteration: callers up the stack may still look at c->closing. */
-    sl__worker_defer(hw->worker, free_conn, c);
+    h2_io_release(&c->io);
+    if (c->io.stream)
+        atomic_fetch_sub_explicit(&hw->st_up_open, 1, memory_order_relaxed);
+    h2_io_close_socket(&c->io, false, free_conn, c);
 }
 
 static uint32_t max_streams(h2u_conn_t *c)
 {
     uint32_t m =
-        nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+        nghttp2_session_get_remote_settings(c->io.ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
     return m ? m : 1;
 }
 
 static bool has_slot(h2u_conn_t *c)
 {
     return c->state == H2U_READY && c->n_streams < max_streams(c) &&
-           nghttp2_session_check_request_allowed(c->ng);
+           nghttp2_session_check_request_allowed(c->io.ng);
 }
 
 /* Gives waiting sessions a stream while there are free slots. */
 static void serve_waiters(h2u_conn_t *c)
 {
-    while (c->wait_head && has_slot(c) && !c->closing) {
+    while (c->wait_head && has_slot(c) && !c->io.closing) {
         sl_session_t *s = c->wait_head;
         c->wait_head = s->h2_wait_next;
         if (!c->wait_head)
@@ -809,28 +596,29 @@ static void on_dialed(void *arg, h1_up_t *u, int err)
         conn_close(c, SL_EUPSTREAM_NO_H2);
         return;
     }
-    c->stream = sl__up_take_stream(u);
-    sl_stream_set_data(c->stream, c);
+    c->io.stream = sl__up_take_stream(u);
+    sl_stream_set_data(c->io.stream, c);
     const sl_http_options_t *o = &c->hw->svc->opts;
     nghttp2_option *opt;
     nghttp2_option_new(&opt);
     nghttp2_option_set_no_auto_window_update(opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(opt, 100);
-    nghttp2_session_client_new2(&c->ng, callbacks(), c, opt);
+    nghttp2_session_client_new2(&c->io.ng, callbacks(), c, opt);
     nghttp2_option_del(opt);
     nghttp2_settings_entry iv[] = {
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
         {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, o->h2_initial_window_size},
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, H2U_MAX_HEADER_BYTES},
     };
-    nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
+    nghttp2_submit_settings(c->io.ng, NGHTTP2_FLAG_NONE, iv, sizeof(iv) / sizeof(iv[0]));
     uint32_t conn_window = o->h2_initial_window_size * 16;
     nghttp2_session_set_local_window_size(
-        c->ng, NGHTTP2_FLAG_NONE, 0, (int32_t)(conn_window > (1u << 30) ? 1u << 30 : conn_window));
+        c->io.ng, NGHTTP2_FLAG_NONE, 0,
+        (int32_t)(conn_window > (1u << 30) ? 1u << 30 : conn_window));
     c->state = H2U_READY;
-    sl_stream_read_start(c->stream, on_alloc, on_read);
+    sl_stream_read_start(c->io.stream, on_alloc, on_read);
     serve_waiters(c);
-    conn_flush(c);
+    h2_io_flush(&c->io);
 }
 
 /* Count of connections (any state but HTTP/1.1 memory) for a key. */
@@ -878,6 +666,8 @@ int sl__h2_up_attach(sl_session_t *s)
         return SL_PENDING;
     }
     h2u_conn_t *c = sl_xcalloc(1, sizeof(*c));
+    c->io.ops = &up_io_ops;
+    c->io.worker = hw->worker;
     c->hw = hw;
     c->key = k;
     c->peer = s->peer;
@@ -914,7 +704,7 @@ static int h2_request_head(sl_session_t *s)
 {
     h2u_stream_t *st = st_of(s->up);
     h2u_conn_t *c = st->c;
-    if (c->closing || !c->ng)
+    if (c->io.closing || !c->io.ng)
         return SL_EUPSTREAM_CLOSED;
     sl_request_header_t *r = &s->up_req;
     r->version = 20;
@@ -943,18 +733,18 @@ static int h2_request_head(sl_session_t *s)
     st->head_request = s->head;
     st->read_timeout_ms = s->peer.options.read_timeout_ms;
     bool body = s->req_body != BODY_NONE || !s->req_body_done;
-    nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
-    int32_t id = nghttp2_submit_request(c->ng, NULL, nv, k, body ? &prd : NULL, st);
+    nghttp2_data_provider prd = h2_sout_provider(&st->out);
+    int32_t id = nghttp2_submit_request(c->io.ng, NULL, nv, k, body ? &prd : NULL, st);
     if (id < 0) {
         SL_WARN("HTTP/2 upstream request: %s", nghttp2_strerror(id));
         return SL_EUPSTREAM_CLOSED;
     }
-    st->id = id;
+    st->out.id = id;
     st->has_provider = body;
     if (!body)
-        st->req_end = true;
+        st->out.end = true;
     arm_read(st);
-    conn_flush(c);
+    h2_io_flush(&c->io);
     return 0;
 }
 
@@ -962,24 +752,17 @@ static int h2_request_write(sl_session_t *s, const uv_buf_t *body, unsigned n, b
 {
     h2u_stream_t *st = st_of(s->up);
     h2u_conn_t *c = st->c;
-    if (c->closing || st->ng_closed)
+    if (c->io.closing || st->ng_closed)
         return SL_EUPSTREAM_CLOSED;
     if (!st->has_provider) {
         /* The request went without a body (END_STREAM on its HEADERS). */
-        record_done(c, st, tag);
-        conn_flush(c);
+        h2_io_done(&c->io, &st->out, tag);
+        h2_io_flush(&c->io);
         return 0;
     }
     if (end && s->req_trailers.n)
-        h2_trailers_copy(&st->trailers, &s->req_trailers);
-    h2_queue_batch(&st->q, body, n, tag);
-    if (end)
-        st->req_end = true;
-    if (st->deferred) {
-        st->deferred = false;
-        nghttp2_session_resume_data(c->ng, st->id);
-    }
-    conn_flush(c);
+        h2_trailers_copy(&st->out.trailers, &s->req_trailers);
+    h2_sout_push(&st->out, body, n, tag, end);
     return 0;
 }
 
@@ -987,12 +770,12 @@ static void h2_resume_reading(sl_up_t *u)
 {
     h2u_stream_t *st = st_of(u);
     st->hold = false;
-    st->pins++;
+    st->out.pins++;
     stream_deliver(st);
     sl_session_t *s = st->base.session;
     if (s && !st->session_gone)
         sl__session_flush_head(s);
-    st->pins--;
+    st->out.pins--;
     stream_maybe_free(st);
 }
 
@@ -1002,15 +785,15 @@ static void h2_release(sl_up_t *u, bool reusable)
     h2u_conn_t *c = st->c;
     st->session_gone = true;
     st->base.session = NULL;
-    h2_queue_clear(&st->q);
-    st->delivered = st->in.len;
-    if (!c->closing && st->id && !st->ng_closed && !(st->end_recv && st->req_end))
-        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_CANCEL);
-    st->pins++; /* the flush may close the stream (our RST_STREAM) */
+    h2_sout_cut(&st->out);
+    st->in.delivered = st->in.in.len;
+    if (!c->io.closing && st->out.id && !st->ng_closed && !(st->end_recv && st->out.end))
+        nghttp2_submit_rst_stream(c->io.ng, NGHTTP2_FLAG_NONE, st->out.id, NGHTTP2_CANCEL);
+    st->out.pins++; /* the flush may close the stream (our RST_STREAM) */
     stream_consume(st);
-    if (!c->closing)
-        conn_flush(c);
-    st->pins--;
+    if (!c->io.closing)
+        h2_io_flush(&c->io);
+    st->out.pins--;
     stream_maybe_free(st);
 }
 
@@ -1018,21 +801,21 @@ static bool h2_owns(sl_up_t *u, const void *ptr)
 {
     h2u_stream_t *st = st_of(u);
     const char *p = ptr;
-    return st->in.data && p >= st->in.data && p < st->in.data + st->in.cap;
+    return h2_sin_owns(&st->in, p);
 }
 
 static void h2_hold(sl_up_t *u)
 {
-    st_of(u)->in.refs++;
+    st_of(u)->in.in.refs++;
 }
 
 static void h2_unhold(sl_up_t *u)
 {
     h2u_stream_t *st = st_of(u);
-    if (--st->in.refs == 0) {
-        st->pins++;
+    if (--st->in.in.refs == 0) {
+        st->out.pins++;
         stream_consume(st);
-        st->pins--;
+        st->out.pins--;
         stream_maybe_free(st);
     }
 }
