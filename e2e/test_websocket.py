@@ -244,3 +244,34 @@ def test_gateway_websocket_with_tunnel_timeout(procs, tmp_path, ws_server):
     run(client())
     m = g.metrics()
     assert 'code="101"' in m
+
+
+def test_426_keeps_its_upgrade_header(start_fwd, raw_upgrade_server):
+    """426 Upgrade Required must name the protocol (RFC 9110 15.5.22): the upstream's Upgrade
+    reaches the client, with Connection listing it."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+
+    def serve():
+        c, _ = srv.accept()
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(4096)
+        c.sendall(b"HTTP/1.1 426 Upgrade Required\r\nUpgrade: websocket\r\n"
+                  b"Connection: Upgrade\r\nContent-Length: 3\r\n\r\nws\n")
+        c.close()
+    threading.Thread(target=serve, daemon=True).start()
+    f = start_fwd(f"127.0.0.1:{srv.getsockname()[1]}")
+    with socket.create_connection(("127.0.0.1", f.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            d = s.recv(4096)
+            if not d:
+                break
+            data += d
+    srv.close()
+    head = data.partition(b"\r\n\r\n")[0]
+    assert head.startswith(b"HTTP/1.1 426") and b"\r\nUpgrade: websocket" in head
+    assert b"\r\nConnection: Upgrade, close" in head

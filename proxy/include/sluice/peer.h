@@ -20,7 +20,8 @@ typedef struct sl_peer_options {
     bool verify_hostname;                 /* TLS: verify the name against sni (default true) */
     sl_alpn_t alpn;                       /* default H1 */
     /* After an Upgrade (WebSocket) the connection is a byte pipe: it closes after this long
-     * without a byte either way (default 1 h); the read/write timeouts no longer apply. */
+     * without a byte either way (default 1 h; 0: no limit); the read/write timeouts no longer
+     * apply. */
     uint64_t tunnel_idle_timeout_ms;
     /* TLS files (paths; the strings must outlive the request): the trust store (NULL: the
      * server's ca_file, else the system's), and a client certificate and key for mTLS. */

@@ -891,10 +891,14 @@ static void h1_response_head(sl_session_t *s, sl_response_header_t *r)
     }
     if (s->client_wants_close || d->base.hw->shutting_down || !s->req_body_done)
         d->base.close_after = true;
+    /* A response that names an Upgrade (426) lists it in Connection too (RFC 9110 7.8). */
+    bool upgrade = sl_headers_get(&r->headers, "upgrade") != NULL;
     if (d->base.close_after)
-        sl_headers_add(&r->headers, "Connection", "close");
+        sl_headers_add(&r->headers, "Connection", upgrade ? "Upgrade, close" : "close");
     else if (s->req.version == 10)
-        sl_headers_add(&r->headers, "Connection", "keep-alive");
+        sl_headers_add(&r->headers, "Connection", upgrade ? "Upgrade, keep-alive" : "keep-alive");
+    else if (upgrade)
+        sl_headers_add(&r->headers, "Connection", "Upgrade");
     r->version = s->req.version == 10 ? 10 : 11;
     s->head_buf = sl__h1_serialize_response(&s->arena, r);
     s->head_pending = true;

@@ -586,15 +586,16 @@ static void strip_hop_by_hop(sl_response_header_t *r)
 static void prepare_response_head(sl_session_t *s)
 {
     sl_response_header_t *r = &s->up_resp;
-    const sl_str_t *upv = r->status == 101 ? sl_headers_get(&r->headers, "upgrade") : NULL;
+    /* 101 says what the connection switches to, 426 what the client must upgrade to
+     * (RFC 9110 15.5.22): their Upgrade goes on to the client. */
+    bool keep_upgrade = r->status == 101 || r->status == 426;
+    const sl_str_t *upv = keep_upgrade ? sl_headers_get(&r->headers, "upgrade") : NULL;
     sl_str_t proto = upv ? *upv : (sl_str_t){NULL, 0};
     strip_hop_by_hop(r);
-    if (r->status == 101) {
-        /* Switching protocols: the client must hear what to. */
-        if (proto.len)
-            sl_headers_set_n(&r->headers, "Upgrade", 7, proto.ptr, proto.len);
+    if (proto.len)
+        sl_headers_set_n(&r->headers, "Upgrade", 7, proto.ptr, proto.len);
+    if (r->status == 101)
         sl_headers_set(&r->headers, "Connection", "Upgrade");
-    }
     s->status = r->status;
     s->down->ops->response_head(s, r);
 }
