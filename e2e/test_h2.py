@@ -452,3 +452,61 @@ def test_client_leaves_while_hook_pending(start_fwd, upstream):
     time.sleep(0.6)
     still_serves(f.port)
     assert f.wait_log(r"GET / -> .* err=SL_EDOWNSTREAM_CLOSED")
+
+
+# ---- HTTP/1.1 clients through an HTTP/2 upstream --------------------------------------------
+
+@pytest.fixture
+def h2_chain(start_fwd, upstream):
+    """client --h1--> front --h2c--> back --h1--> mock upstream: the front one's upstream side
+    speaks HTTP/2 (the back one is a sluice taking h2c by prior knowledge)."""
+    back = start_fwd(upstream.addr)
+    front = start_fwd(f"127.0.0.1:{back.port}", "--upstream-alpn", "h2")
+    return front, back
+
+
+def test_10mib_both_ways_h1_to_h2(h2_chain, upstream, tmp_path):
+    front, back = h2_chain
+    blob = os.urandom(10 * 1024 * 1024)
+    f = tmp_path / "blob"
+    f.write_bytes(blob)
+    r = curl("--http1.1", "--data-binary", f"@{f}", f"http://127.0.0.1:{front.port}/echo")
+    assert r.returncode == 0, r.stderr
+    assert hashlib.sha256(r.stdout).digest() == hashlib.sha256(blob).digest()
+    assert upstream.last().body == blob
+    r = curl("--http1.1", f"http://127.0.0.1:{front.port}/stream/{10 << 20}")
+    assert r.stdout == pattern(10 << 20)
+    # the back one saw HTTP/2 streams from the front one, on one connection
+    assert back.wait_log(r"POST /echo -> 200")
+    assert front.log().count("reused=false") == 1
+
+
+def test_many_h1_clients_share_one_h2_upstream_connection(h2_chain, upstream):
+    front, back = h2_chain
+    threads, results = [], []
+
+    def one(i):
+        r = curl("--http1.1", f"http://127.0.0.1:{front.port}/bytes/{1000 + i}")
+        results.append(r.stdout == pattern(1000 + i))
+    for i in range(50):
+        t = threading.Thread(target=one, args=(i,))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(60)
+    assert len(results) == 50 and all(results)
+    ss = subprocess.run(["ss", "-Htn", "state", "established", f"( dport = :{back.port} )"],
+                        capture_output=True, text=True).stdout
+    assert 1 <= len(ss.splitlines()) <= 2, ss
+
+
+def test_upstream_stream_reset_reaches_the_h1_client(h2_chain, upstream):
+    front, back = h2_chain
+    # the back one resets its stream (its upstream dies mid-body): the front one's client gets
+    # a response cut short, and the front one stays usable
+    r = subprocess.run(["curl", "-sS", "--http1.1", f"http://127.0.0.1:{front.port}/abort-body"],
+                       capture_output=True, timeout=30)
+    assert r.returncode != 0 and len(r.stdout) < 1000
+    assert front.wait_log(r"upstream failed mid-response|GET /abort-body -> 200 err=SL_E")
+    r = curl("--http1.1", f"http://127.0.0.1:{front.port}/bytes/10")
+    assert r.stdout == pattern(10)
