@@ -65,6 +65,7 @@ static __thread uv_idle_t done_idle;
 static __thread uv_loop_t *done_loop;
 
 static void stream_maybe_free(sl_stream_t *s);
+static void deliver_leads(void);
 
 static void on_done_idle(uv_idle_t *h)
 {
@@ -84,6 +85,7 @@ static void on_done_idle(uv_idle_t *h)
         if (s->closed && s->deferred == 0)
             stream_maybe_free(s);
     }
+    deliver_leads();
 }
 
 /* True when this thread can defer completions for s's loop (not after its cleanup). */
@@ -184,12 +186,129 @@ static void on_read(uv_stream_t *h, ssize_t nread, const uv_buf_t *buf)
     s->raw_read_cb(s, nread, buf);
 }
 
+/* ---- lead bytes (sl__stream_unread) ------------------------------------------------------ */
+
+/* Streams whose lead bytes are due, delivered by done_idle (never from inside a read start). */
+static __thread sl_stream_t *lead_head;
+
+static bool lead_schedule(sl_stream_t *s)
+{
+    if (s->lead_due)
+        return true;
+    if (!can_defer(s))
+        return false;
+    s->lead_next = lead_head;
+    lead_head = s;
+    s->lead_due = true;
+    uv_idle_start(&done_idle, on_done_idle);
+    return true;
+}
+
+static void lead_drop(sl_stream_t *s)
+{
+    if (s->lead_due) {
+        for (sl_stream_t **pp = &lead_head; *pp; pp = &(*pp)->lead_next) {
+            if (*pp == s) {
+                *pp = s->lead_next;
+                break;
+            }
+        }
+        s->lead_due = false;
+        s->lead_next = NULL;
+    }
+    free(s->lead);
+    s->lead = NULL;
+    s->lead_len = s->lead_off = 0;
+}
+
+void sl__stream_unread(sl_stream_t *s, const char *data, size_t len)
+{
+    if (!len || s->closing)
+        return;
+    size_t rest = s->lead ? s->lead_len - s->lead_off : 0;
+    char *b = sl_xmalloc(len + rest);
+    memcpy(b, data, len);
+    if (rest)
+        memcpy(b + len, s->lead + s->lead_off, rest);
+    free(s->lead);
+    s->lead = b;
+    s->lead_len = (uint32_t)(len + rest);
+    s->lead_off = 0;
+    if (s->raw_reading) {
+        uv_read_stop(&s->u.stream);
+        if (!lead_schedule(s)) {
+            lead_drop(s); /* the thread is ending: nobody will read them */
+            uv_read_start(&s->u.stream, on_alloc, on_read);
+        }
+    }
+}
+
+/* One piece of s's lead bytes to its reader; then the socket's turn when they are all read. */
+static void lead_deliver(sl_stream_t *s)
+{
+    if (s->closing || !s->raw_reading)
+        return;
+    if (s->lead) {
+        uv_buf_t buf = uv_buf_init(NULL, 0);
+        size_t left = s->lead_len - s->lead_off;
+        s->raw_alloc_cb(s, left, &buf);
+        if (!buf.base || !buf.len) {
+            s->raw_read_cb(s, UV_ENOBUFS, &buf);
+        } else {
+            size_t n = buf.len < left ? buf.len : left;
+            memcpy(buf.base, s->lead + s->lead_off, n);
+            s->lead_off += (uint32_t)n;
+            if (s->lead_off == s->lead_len)
+                lead_drop(s);
+            s->raw_read_cb(s, (ssize_t)n, &buf);
+        }
+        if (s->closing || !s->raw_reading)
+            return;
+        if (s->lead && lead_schedule(s))
+            return;
+        lead_drop(s);
+    }
+    uv_read_start(&s->u.stream, on_alloc, on_read);
+}
+
+static void deliver_leads(void)
+{
+    /* Streams stay allocated until their close callback, which runs in a later loop phase:
+     * a snapshot of the list is safe to walk whatever the readers do. Streams scheduled again
+     * meanwhile wait for the next iteration. */
+    size_t n = 0;
+    for (sl_stream_t *s = lead_head; s; s = s->lead_next)
+        n++;
+    if (!n)
+        return;
+    sl_stream_t *few[16];
+    sl_stream_t **all = n <= SL_ARRAY_LEN(few) ? few : sl_xmalloc(n * sizeof(*all));
+    size_t i = 0;
+    for (sl_stream_t *s = lead_head, *next; s; s = next) {
+        next = s->lead_next;
+        s->lead_next = NULL;
+        s->lead_due = false;
+        all[i++] = s;
+    }
+    lead_head = NULL;
+    for (i = 0; i < n; i++)
+        lead_deliver(all[i]);
+    if (all != few)
+        free(all);
+}
+
 int sl__stream_raw_read_start(sl_stream_t *s, sl_stream_alloc_cb alloc, sl_stream_read_cb cb)
 {
     if (s->closing)
         return UV_ECANCELED;
     s->raw_alloc_cb = alloc;
     s->raw_read_cb = cb;
+    s->raw_reading = true;
+    if (s->lead) {
+        if (lead_schedule(s))
+            return 0;
+        lead_drop(s); /* the thread is ending: nobody will read them */
+    }
     return uv_read_start(&s->u.stream, on_alloc, on_read);
 }
 
@@ -197,6 +316,7 @@ int sl__stream_raw_read_stop(sl_stream_t *s)
 {
     if (s->closing)
         return 0;
+    s->raw_reading = false;
     return uv_read_stop(&s->u.stream);
 }
 
@@ -395,6 +515,7 @@ void sl_stream_close(sl_stream_t *s, sl_stream_close_cb cb)
     }
     s->closing = true;
     s->close_cb = cb;
+    lead_drop(s);
     uv_close(&s->u.handle, on_close);
 }
 

@@ -35,6 +35,16 @@ struct sl_stream {
     bool counted : 1; /* holds a worker ref (accepted streams) */
     bool reusing : 1; /* handed back with sl_stream_finish(reuse), process_new not yet called */
     bool closed : 1;  /* the handle closed while reusing or with callbacks due: freed later */
+
+    /* Bytes read ahead by a layer that is done (sl__stream_unread): the next raw reads deliver
+     * them before the socket's. raw_reading: raw reads are on (lead bytes first); lead_due: on
+     * the thread's list of lead deliveries (linked by lead_next). */
+    char *lead;
+    uint32_t lead_len, lead_off;
+    struct sl_stream *lead_next;
+    bool raw_reading : 1;
+    bool lead_due : 1;
+
     /* Last: a TCP stream is allocated without the (larger) pipe part of the union, and the
      * app's memory follows the handle actually used. */
     union {
@@ -48,6 +58,11 @@ struct sl_stream {
 /* Initialises a TCP or pipe stream on loop with `extra` bytes of zeroed app memory; the caller
  * connects (or accepts into) u.tcp / u.pipe. Close it with sl_stream_close. */
 sl_stream_t *sl__stream_new(uv_loop_t *loop, sl_stream_kind_t kind, size_t extra);
+
+/* Gives bytes back: the next raw reads deliver them (copied) before anything from the socket,
+ * from the next loop iteration on. For a layer that read past its end (the answer to CONNECT
+ * and the tunnel's first bytes in one read). */
+void sl__stream_unread(sl_stream_t *s, const char *data, size_t len);
 
 /* Frees a closed stream once nothing deferred points at it any more. */
 void sl__stream_release_if_done(sl_stream_t *s);
