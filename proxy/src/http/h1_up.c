@@ -6,6 +6,7 @@
 
 #include "core/core.h"
 #include "http/proxy_impl.h"
+#include "io/connect_tunnel.h"
 #include "io/stream_impl.h"
 #include "io/tls.h"
 #include "util/mem.h"
@@ -58,12 +59,14 @@ static void key_from_peer(sl_pool_key_t *k, const sl_peer_t *p, void *tls_ctx)
         k->verify_name = p->options.verify_hostname;
     }
     memcpy(k->sni, p->sni, sizeof(k->sni));
+    sl__ctun_key(p, k->tunnel); /* through a proxy: its address, the target, the credentials */
     uint64_t h = 14695981039346656037ull;
     h = fnv(h, &p->addr, p->addr_len);
     h = fnv(h, &k->tls, sizeof(k->tls));
     h = fnv(h, &k->tls_ctx, sizeof(k->tls_ctx));
     h = fnv(h, &k->verify_name, sizeof(k->verify_name));
     h = fnv(h, k->sni, strlen(k->sni));
+    h = fnv(h, k->tunnel, sizeof(k->tunnel));
     k->hash = h;
 }
 
@@ -72,7 +75,7 @@ static bool key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b)
     return a->hash == b->hash && a->addr_len == b->addr_len &&
            memcmp(&a->addr, &b->addr, a->addr_len) == 0 && a->tls == b->tls &&
            a->tls_ctx == b->tls_ctx && a->verify_name == b->verify_name &&
-           strcmp(a->sni, b->sni) == 0;
+           strcmp(a->sni, b->sni) == 0 && memcmp(a->tunnel, b->tunnel, sizeof(a->tunnel)) == 0;
 }
 
 void sl__pool_key(sl_pool_key_t *k, const sl_peer_t *peer, void *tls_ctx)
@@ -253,12 +256,48 @@ static h1_up_t *up_alloc(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_
     u->hw = hw;
     atomic_fetch_add_explicit(&hw->st_up_open, 1, memory_order_relaxed);
     key_from_peer(&u->key, peer, tls_ctx);
-    u->base.stream = sl__stream_new(
-        hw->loop, peer->addr.ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
+    /* Through a proxy, the socket goes to the proxy. */
+    const struct sockaddr_storage *to =
+        peer->options.proxy.addr_len ? &peer->options.proxy.addr : &peer->addr;
+    u->base.stream =
+        sl__stream_new(hw->loop, to->ss_family == AF_UNIX ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
     sl_stream_set_data(u->base.stream, u);
     llhttp_init(&u->parser, HTTP_RESPONSE, response_settings());
     u->parser.data = u;
     return u;
+}
+
+/* Why the last dial of this thread failed, for its dial_cb (HTTP/2 connections); "" when the
+ * error says it all. */
+static __thread char dial_reason[512];
+
+const char *sl__up_dial_reason(void)
+{
+    return dial_reason[0] ? dial_reason : NULL;
+}
+
+void sl__up_set_reason(sl_session_t *s, const char *why)
+{
+    size_t n = strlen(why);
+    char *r = sl_arena_alloc(&s->arena, n + 1);
+    memcpy(r, why, n + 1);
+    s->error_reason = r;
+}
+
+/* A failure through a CONNECT proxy explains itself (the 502 names the proxy and its answer):
+ * logged here, told to the session or kept for the dial's owner. */
+static void note_tunnel_failure(h1_up_t *u, int err)
+{
+    const char *why = sl__ctun_why(u->base.stream, err);
+    dial_reason[0] = '\0';
+    if (!why)
+        return;
+    if (err != SL_ETUNNEL) /* the exchange logged its own failures */
+        SL_WARN("%s", why);
+    if (u->base.session)
+        sl__up_set_reason(u->base.session, why);
+    else
+        snprintf(dial_reason, sizeof(dial_reason), "%s", why);
 }
 
 /* The dial ended: tell whoever asked (a session, or an HTTP/2 connection being set up). */
@@ -268,6 +307,8 @@ static void dial_done(h1_up_t *u, int err)
     void (*cb)(void *, h1_up_t *, int) = u->dial_cb;
     void *arg = u->dial_arg;
     u->dial_cb = NULL;
+    if (err)
+        note_tunnel_failure(u, err);
     u->dial_peer = NULL;
     if (err)
         up_close(u);
@@ -295,17 +336,10 @@ static void on_tls_handshake(sl_stream_t *st, int status)
     dial_done(u, 0);
 }
 
-static void on_connect(uv_connect_t *req, int status)
+/* Connected to the peer, directly or through a proxy's tunnel: TLS, or ready. */
+static void connected(h1_up_t *u)
 {
-    h1_up_t *u = req->data;
-    if (u->state != UP_CONNECTING)
-        return; /* timed out or abandoned: already reported */
     arm(u, UTIMER_NONE, 0);
-    if (status < 0) {
-        dial_done(u, status);
-        return;
-    }
-    sl_stream_set_nodelay(u->base.stream, true);
     const sl_peer_t *peer = u->dial_peer;
     if (peer->tls) {
         /* TLS inside the same connect budget: the total timeout if set, else connect's. */
@@ -324,6 +358,56 @@ static void on_connect(uv_connect_t *req, int status)
     dial_done(u, 0);
 }
 
+static void on_tunnel(sl_stream_t *st, int err)
+{
+    h1_up_t *u = sl_stream_data(st);
+    if (u->state != UP_CONNECTING)
+        return;
+    if (err) {
+        arm(u, UTIMER_NONE, 0);
+        dial_done(u, err);
+        return;
+    }
+    connected(u);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    h1_up_t *u = req->data;
+    if (u->state != UP_CONNECTING)
+        return; /* timed out or abandoned: already reported */
+    if (status < 0) {
+        arm(u, UTIMER_NONE, 0);
+        dial_done(u, status);
+        return;
+    }
+    sl_stream_set_nodelay(u->base.stream, true);
+    if (u->dial_peer->options.proxy.addr_len) {
+        /* Connected to the proxy: CONNECT within the same connect timeout. */
+        int rc = sl__ctun_start(u->base.stream, on_tunnel);
+        if (rc) {
+            arm(u, UTIMER_NONE, 0);
+            dial_done(u, rc);
+        }
+        return;
+    }
+    connected(u);
+}
+
+/* The CONNECT exchange is prepared before dialling: the peer's strings are not read later. */
+static int attach_tunnel(h1_up_t *u, const sl_peer_t *peer)
+{
+    int rc = sl__ctun_attach(u->base.stream, peer);
+    if (rc) {
+        char addr[300];
+        sl_sockaddr_str(&peer->addr, addr, sizeof(addr));
+        SL_ERROR("upstream %s (%s) cannot be reached through a CONNECT proxy: the target needs "
+                 "an IP address and port, a valid host name and valid credentials",
+                 addr, peer->sni[0] ? peer->sni : "no SNI");
+    }
+    return rc;
+}
+
 /* Dials peer (which must stay valid until the dial ends); returns 0 or an error (then u is
  * closed and nothing is reported). */
 static int dial(h1_up_t *u, sl_http_service_t *svc, const sl_peer_t *peer)
@@ -336,16 +420,20 @@ static int dial(h1_up_t *u, sl_http_service_t *svc, const sl_peer_t *peer)
     if (peer->options.total_connection_timeout_ms &&
         (!t || peer->options.total_connection_timeout_ms < t))
         t = peer->options.total_connection_timeout_ms;
-    int rc;
-    if (peer->addr.ss_family == AF_UNIX) {
-        const char *path = ((const struct sockaddr_un *)&peer->addr)->sun_path;
+    int rc = 0;
+    /* Through a proxy, the socket goes to the proxy. */
+    const struct sockaddr_storage *to = &peer->addr;
+    if (peer->options.proxy.addr_len) {
+        to = &peer->options.proxy.addr;
+        rc = attach_tunnel(u, peer);
+    }
+    if (rc == 0 && to->ss_family == AF_UNIX) {
+        const char *path = ((const struct sockaddr_un *)to)->sun_path;
         uv_pipe_connect(&u->connect_req, &u->base.stream->u.pipe, path, on_connect);
-        rc = 0;
-    } else {
+    } else if (rc == 0) {
         /* client_bind_to_ipv4/ipv6: the source address, spread over the list. */
-        bool v4 = peer->addr.ss_family == AF_INET;
+        bool v4 = to->ss_family == AF_INET;
         size_t nb = v4 ? svc->n_bind4 : svc->n_bind6;
-        rc = 0;
         if (nb) {
             const struct sockaddr_storage *b =
                 &(v4 ? svc->bind4 : svc->bind6)[u->hw->bind_next++ % nb];
@@ -353,7 +441,7 @@ static int dial(h1_up_t *u, sl_http_service_t *svc, const sl_peer_t *peer)
         }
         if (rc == 0)
             rc = uv_tcp_connect(&u->connect_req, &u->base.stream->u.tcp,
-                                (const struct sockaddr *)&peer->addr, on_connect);
+                                (const struct sockaddr *)to, on_connect);
     }
     if (rc) {
         u->dial_cb = NULL;

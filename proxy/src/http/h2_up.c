@@ -549,6 +549,9 @@ static void on_dialed(void *arg, h1_up_t *u, int err)
     h2u_conn_t *c = arg;
     c->dial = NULL;
     if (err) {
+        const char *why = sl__up_dial_reason(); /* a CONNECT proxy's refusal, say */
+        for (sl_session_t *s = why ? c->wait_head : NULL; s; s = s->h2_wait_next)
+            sl__up_set_reason(s, why);
         fail_waiters(c, err);
         conn_close(c, err);
         return;

@@ -242,6 +242,7 @@ typedef struct sl_pool_key {
     bool verify_name;
     void *tls_ctx; /* the client context: trust store, client certificate, ALPN, verification */
     char sni[256];
+    unsigned char tunnel[32]; /* through a CONNECT proxy: digest of proxy, target, credentials */
 } sl_pool_key_t;
 
 struct h1_up {
@@ -417,6 +418,11 @@ int sl__up_dial(sl_http_worker_t *hw, const sl_peer_t *peer, void *tls_ctx,
 void sl__up_dial_cancel(h1_up_t *u);
 /* Takes a dialed connection's socket (TLS included) for another protocol; u is freed. */
 sl_stream_t *sl__up_take_stream(h1_up_t *u);
+/* Why the dial that just failed failed, when it says more than its error (a CONNECT proxy's
+ * refusal); for dial callbacks, NULL otherwise. */
+const char *sl__up_dial_reason(void);
+/* Sets the session's error reason (the error response's message) to a copy of why. */
+void sl__up_set_reason(sl_session_t *s, const char *why);
 /* The pool key of a peer. */
 void sl__pool_key(sl_pool_key_t *k, const sl_peer_t *peer, void *tls_ctx);
 bool sl__pool_key_eq(const sl_pool_key_t *a, const sl_pool_key_t *b);

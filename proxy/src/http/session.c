@@ -509,6 +509,7 @@ void sl__session_on_connected(sl_session_t *s, sl_up_t *u, int err)
     if (s->retry && s->retries < s->svc->max_retries && err < 0) {
         s->retry = false;
         s->retries++;
+        s->error_reason = NULL; /* this attempt's explanation is not the answer's */
         set_state(s, SS_UPSTREAM_PEER);
         advance(s);
         return;

@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include "core/core.h"
+#include "io/connect_tunnel.h"
 #include "sluice/peer.h"
 
 void sl_peer_init(sl_peer_t *p)
@@ -39,7 +40,22 @@ int sl_peer_new(sl_peer_t *p, const char *addr, bool tls, const char *sni)
     return sl_peer_set_address(p, addr);
 }
 
+int sl_peer_set_proxy(sl_peer_t *p, const char *addr)
+{
+    sl_endpoint_t ep;
+    memset(&ep, 0, sizeof(ep));
+    if (sl__endpoint_parse(&ep, addr, NULL) != 0)
+        return SL_ECONFIG;
+    if (ep.addr.ss_family != AF_UNIX && sl__ctun_addr_port(&ep.addr) == 0)
+        return SL_ECONFIG;
+    p->options.proxy.addr = ep.addr;
+    p->options.proxy.addr_len = ep.addr_len;
+    return 0;
+}
+
 void sl_peer_addr_str(const sl_peer_t *p, char *buf, size_t cap)
 {
+    if (p->options.proxy.addr_len && sl__ctun_target(p, buf, cap) == 0)
+        return;
     sl_sockaddr_str(&p->addr, buf, cap);
 }

@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include "core/core.h"
+#include "io/connect_tunnel.h"
 #include "io/tls.h"
 #include "util/mem.h"
 
@@ -454,6 +455,7 @@ static void stream_maybe_free(sl_stream_t *s)
 {
     if (!s->reusing && s->deferred == 0) {
         sl__tls_free(s->tls);
+        sl__ctun_free(s->ctun);
         free(s);
     }
 }

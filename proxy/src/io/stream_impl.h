@@ -28,6 +28,8 @@ struct sl_stream {
     uv_shutdown_t *shutdown_req;
     struct sl_linger *linger;
     struct sl_tls *tls; /* TLS on this stream, NULL for plain */
+    /* An HTTP CONNECT exchange in progress, or failed (connect_tunnel.c). */
+    struct sl_ctun *ctun;
     uint32_t deferred;  /* completed writes whose callbacks have not run yet */
     uint16_t extra_off; /* offset of the app's per-stream memory, 0: none */
     uint8_t kind;       /* sl_stream_kind_t */
