@@ -14,6 +14,7 @@
 #include <sys/un.h>
 
 #include "core/core.h"
+#include "io/connect_tunnel.h"
 #include "io/stream_impl.h"
 #include "io/tls.h"
 #include "sluice/tcp.h"
@@ -67,6 +68,7 @@ typedef enum tcp_state {
     TS_PEER,       /* upstream_peer runs */
     TS_PENDING,    /* upstream_peer returned SL_PENDING */
     TS_CONNECTING, /* TCP or unix connect */
+    TS_TUNNEL,     /* HTTP CONNECT through the peer's forward proxy */
     TS_HANDSHAKE,  /* upstream TLS */
     TS_PIPING,
     TS_CLOSING,
@@ -121,6 +123,8 @@ static const char *state_str(tcp_state_t st)
         return "pending";
     case TS_CONNECTING:
         return "connecting";
+    case TS_TUNNEL:
+        return "tunnel";
     case TS_HANDSHAKE:
         return "handshake";
     case TS_PIPING:
@@ -497,6 +501,10 @@ static void connect_failed(sl_tcp_session_t *s, int err)
     atomic_fetch_add_explicit(&s->tw->st_connect_failed, 1, memory_order_relaxed);
     s->connecting = NULL;
     sl_timeout_stop(&s->timer);
+    /* Through a CONNECT proxy, failures say which stage and what the proxy answered. */
+    const char *why = s->upstream ? sl__ctun_why(s->upstream, err) : NULL;
+    if (why && err != SL_ETUNNEL) /* the exchange logged its own */
+        SL_WARN("%s: %s", s->client_str, why);
     if (s->upstream) {
         sl_stream_close(s->upstream, on_upstream_closed);
         s->upstream = NULL;
@@ -520,7 +528,7 @@ static void connect_failed(sl_tcp_session_t *s, int err)
 static void on_connect_timeout(sl_timeout_t *t)
 {
     sl_tcp_session_t *s = SL_CONTAINER_OF(t, sl_tcp_session_t, timer);
-    if (s->state == TS_CONNECTING)
+    if (s->state == TS_CONNECTING || s->state == TS_TUNNEL)
         connect_failed(s, SL_ETIMEDOUT_CONNECT);
 }
 
@@ -557,6 +565,22 @@ static void start_tls(sl_tcp_session_t *s)
         connect_failed(s, SL_ETLS);
 }
 
+static void on_tunnel(sl_stream_t *st, int err)
+{
+    sl_tcp_session_t *s = sl_stream_data(st);
+    if (s->state != TS_TUNNEL || st != s->upstream)
+        return;
+    if (err) {
+        connect_failed(s, err);
+        return;
+    }
+    sl_timeout_stop(&s->timer);
+    if (s->peer.tls)
+        start_tls(s);
+    else
+        connected(s); /* bytes the proxy sent after its answer are read first */
+}
+
 static void on_connect(uv_connect_t *req, int status)
 {
     tcp_connect_t *cr = SL_CONTAINER_OF(req, tcp_connect_t, req);
@@ -566,12 +590,20 @@ static void on_connect(uv_connect_t *req, int status)
     if (!current || s->state != TS_CONNECTING)
         return; /* timed out, or the session ended: already handled */
     s->connecting = NULL;
-    sl_timeout_stop(&s->timer);
     if (status < 0) {
         connect_failed(s, status);
         return;
     }
     sl_stream_set_nodelay(s->upstream, true);
+    if (s->peer.options.proxy.addr_len) {
+        /* Connected to the proxy: CONNECT within the same connect timeout. */
+        set_state(s, TS_TUNNEL);
+        int rc = sl__ctun_start(s->upstream, on_tunnel);
+        if (rc)
+            connect_failed(s, rc);
+        return;
+    }
+    sl_timeout_stop(&s->timer);
     if (s->peer.tls)
         start_tls(s);
     else
@@ -579,10 +611,10 @@ static void on_connect(uv_connect_t *req, int status)
 }
 
 /* client_bind_to_ipv4/ipv6: the source address of upstream connections, spread over the list. */
-static int bind_source(sl_tcp_session_t *s)
+static int bind_source(sl_tcp_session_t *s, const struct sockaddr_storage *to)
 {
     tcp_service_t *svc = s->tw->svc;
-    bool v4 = s->peer.addr.ss_family == AF_INET;
+    bool v4 = to->ss_family == AF_INET;
     size_t n = v4 ? svc->n_bind4 : svc->n_bind6;
     if (!n)
         return 0;
@@ -593,7 +625,10 @@ static int bind_source(sl_tcp_session_t *s)
 static void do_connect(sl_tcp_session_t *s)
 {
     tcp_worker_t *tw = s->tw;
-    bool is_unix = s->peer.addr.ss_family == AF_UNIX;
+    /* Through a forward proxy, the socket goes to the proxy. */
+    bool tunnel = s->peer.options.proxy.addr_len != 0;
+    const struct sockaddr_storage *to = tunnel ? &s->peer.options.proxy.addr : &s->peer.addr;
+    bool is_unix = to->ss_family == AF_UNIX;
     s->upstream = sl__stream_new(tw->loop, is_unix ? SL_STREAM_PIPE : SL_STREAM_TCP, 0);
     s->upstream->worker = tw->worker;
     sl_stream_set_data(s->upstream, s);
@@ -603,13 +638,17 @@ static void do_connect(sl_tcp_session_t *s)
     cr->s = s;
     s->connecting = cr;
     s->t_connect = uv_hrtime();
-    int rc = 0;
-    if (is_unix) {
-        const char *path = ((const struct sockaddr_un *)&s->peer.addr)->sun_path;
+    /* The CONNECT request is made now: the peer's strings are not read later. */
+    int rc = tunnel ? sl__ctun_attach(s->upstream, &s->peer) : 0;
+    if (rc) {
+        SL_ERROR("%s: the upstream cannot be reached through a CONNECT proxy: the target needs "
+                 "an IP address and port, a valid host name and valid credentials",
+                 s->client_str);
+    } else if (is_unix) {
+        const char *path = ((const struct sockaddr_un *)to)->sun_path;
         uv_pipe_connect(&cr->req, &s->upstream->u.pipe, path, on_connect);
-    } else if ((rc = bind_source(s)) == 0) {
-        rc = uv_tcp_connect(&cr->req, &s->upstream->u.tcp, (const struct sockaddr *)&s->peer.addr,
-                            on_connect);
+    } else if ((rc = bind_source(s, to)) == 0) {
+        rc = uv_tcp_connect(&cr->req, &s->upstream->u.tcp, (const struct sockaddr *)to, on_connect);
     }
     if (rc) {
         free(cr);
