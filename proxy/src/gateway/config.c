@@ -12,6 +12,7 @@
 #include "core/core.h"
 #include "gateway/gateway.h"
 #include "gateway/upstream_dns.h"
+#include "gateway/upstream_tunnel.h"
 #include "util/cfg.h"
 #include "util/hmap.h"
 #include "util/mem.h"
@@ -119,16 +120,6 @@ static int get_timeouts(const cJSON *obj, const char *path, gw_timeouts_t *t, sl
         (rc = sl__cfg_get_duration_ms(v, p, "tunnel", &t->tunnel, err)))
         return rc;
     return 0;
-}
-
-static int not_yet(const cJSON *obj, const char *path, const char *key, const char *what,
-                   sl_error_t *err)
-{
-    if (!cJSON_GetObjectItemCaseSensitive(obj, key))
-        return 0;
-    char p[SL_CFG_PATH_MAX];
-    sl__cfg_path_key(p, sizeof(p), path, key);
-    return sl_error_set(err, SL_ECONFIG, "%s: %s is not supported by this build yet", p, what);
 }
 
 /* ---- listeners --------------------------------------------------------------------------- */
@@ -325,6 +316,7 @@ static void upstream_free(gw_upstream_t *u)
         free(u->tls);
     }
     free(u->discovery_file);
+    gw_tunnel_free(u->tunnel);
     state_release(u->state);
     free(u);
 }
@@ -431,8 +423,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     free(proto);
     if (rc || (rc = sl__cfg_get_str(v, p, "host", false, &u->host, err)) ||
         (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = parse_upstream_tls(u, v, p, err)) ||
-        (rc = gw_upstream_dns_parse(u, v, p, err)) ||
-        (rc = not_yet(v, p, "tunnel", "a CONNECT tunnel", err)))
+        (rc = gw_upstream_dns_parse(u, v, p, err)))
         return rc;
     if (u->host && !valid_host(u->host, false))
         return sl_error_set(err, SL_ECONFIG, "%s.host: \"%s\" is not a host name", p, u->host);
@@ -466,6 +457,8 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     if (!u->n_backends && !u->discovery_file)
         return sl_error_set(err, SL_ECONFIG,
                             "%s: an upstream needs at least one backend (or a discovery file)", bp);
+    if ((rc = gw_tunnel_parse(u, v, p, err)))
+        return rc;
     u->state = state_for(name);
     gw_upstream_build_rotation(u);
     return 0;
@@ -994,6 +987,7 @@ cJSON *gw_config_to_json(const gw_config_t *c)
         redact_keys(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(l, "tls"),
                                                      "certificates"));
     }
+    gw_tunnel_redact(cJSON_GetObjectItemCaseSensitive(j, "upstreams"));
     cJSON *admin = cJSON_GetObjectItemCaseSensitive(j, "admin");
     if (admin && cJSON_GetObjectItemCaseSensitive(admin, "token"))
         cJSON_ReplaceItemInObjectCaseSensitive(admin, "token", cJSON_CreateString("<redacted>"));

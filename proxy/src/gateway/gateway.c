@@ -6,6 +6,7 @@
 #include "gateway/filters/filters.h"
 #include "gateway/runtime.h"
 #include "gateway/upstream_dns.h"
+#include "gateway/upstream_tunnel.h"
 #include "core/core.h"
 #include "util/cfg.h"
 #include "util/mem.h"
@@ -140,6 +141,13 @@ static int upstream_peer(sl_session_t *s, void *ctx, sl_peer_t *peer)
         o->ca_file = u->tls->ca; /* NULL: the top-level ca_file */
         o->client_cert = u->tls->cert;
         o->client_key = u->tls->key;
+    }
+    if (u->tunnel) {
+        /* Through a CONNECT proxy, which resolves host names itself. */
+        int rc = gw_tunnel_peer(u, c->backend, peer,
+                                sl_arena_alloc(sl_session_arena(s), GW_TUNNEL_HOST_MAX));
+        if (rc)
+            return rc;
     }
     if (!peer->addr_len)
         return gw_dns_peer(s, &c->dns, u, c->backend, peer);

@@ -20,6 +20,7 @@
 typedef struct gw_config gw_config_t;
 typedef struct gw_route gw_route_t;
 typedef struct gw_upstream gw_upstream_t;
+typedef struct gw_tunnel gw_tunnel_t;
 typedef struct gw_filter gw_filter_t;
 typedef struct gw_req gw_req_t;
 typedef struct gw_router gw_router_t;
@@ -79,6 +80,7 @@ struct gw_upstream {
     char *host; /* Host header sent upstream, NULL: the client's */
     gw_proto_t protocol;
     gw_upstream_tls_t *tls; /* NULL: plain */
+    gw_tunnel_t *tunnel;    /* NULL: direct; else through a CONNECT proxy (upstream_tunnel.h) */
     gw_timeouts_t timeouts;
     bool dns_watch;       /* dns.watch: host names are followed and their addresses are backends */
     int dns_family;       /* dns.family: AF_UNSPEC (any), AF_INET, AF_INET6 */

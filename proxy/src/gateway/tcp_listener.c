@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "gateway/runtime.h"
+#include "gateway/upstream_tunnel.h"
 #include "sluice/tcp.h"
 #include "util/mem.h"
 
@@ -19,6 +20,7 @@ struct gw_tcp_listener {
 
 typedef struct tcp_ctx {
     gw_config_t *cfg; /* the snapshot this connection chose its backend from, until connected */
+    char tunnel_host[GW_TUNNEL_HOST_MAX]; /* through a CONNECT proxy: an IP backend's target */
 } tcp_ctx_t;
 
 static void *new_ctx(sl_tcp_session_t *s)
@@ -58,8 +60,9 @@ static int upstream_peer(sl_tcp_session_t *s, void *ctx, sl_peer_t *peer)
     const gw_backend_t *b = u ? gw_upstream_pick(u) : NULL;
     if (!b)
         return SL_ENOUPSTREAM;
-    if (!b->addr_len) {
-        /* A host name resolved per request (HTTP routes only, for now). */
+    if (!b->addr_len && !u->tunnel) {
+        /* A host name resolved per request (HTTP routes only, for now; a tunnel's proxy
+         * resolves them itself). */
         SL_WARN("tcp listener: backend %s of upstream %s is a host name, which tcp listeners do "
                 "not resolve yet",
                 b->address, u->name);
@@ -67,6 +70,11 @@ static int upstream_peer(sl_tcp_session_t *s, void *ctx, sl_peer_t *peer)
     }
     memcpy(&peer->addr, &b->addr, b->addr_len);
     peer->addr_len = b->addr_len;
+    if (u->tunnel) {
+        int rc = gw_tunnel_peer(u, b, peer, ((tcp_ctx_t *)ctx)->tunnel_host);
+        if (rc)
+            return rc;
+    }
     /* 0 means "not set": the listener's defaults stay (connect 10 s, idle 10 min). */
     if (u->timeouts.connect)
         peer->options.connect_timeout_ms = u->timeouts.connect;
@@ -74,7 +82,11 @@ static int upstream_peer(sl_tcp_session_t *s, void *ctx, sl_peer_t *peer)
         peer->options.idle_timeout_ms = u->timeouts.idle;
     if (u->tls) {
         /* The strings live in the snapshot, which this connection holds until connected. */
-        const char *sni = u->tls->sni ? u->tls->sni : u->host;
+        /* A host name backend (only through a tunnel) is its own default name. */
+        const char *sni = u->tls->sni   ? u->tls->sni
+                          : u->host     ? u->host
+                          : b->addr_len ? NULL
+                                        : b->host;
         if (sni && strlen(sni) < sizeof(peer->sni))
             memcpy(peer->sni, sni, strlen(sni) + 1);
         peer->tls = true;
