@@ -380,6 +380,33 @@ def test_tcp_listener_through_squid(procs, tmp_path, squids):
     srv.close()
 
 
+def test_tcp_listener_tls_upstream_through_squid(procs, tmp_path, certs, echo, squids):
+    """A tcp listener whose upstream has tls: the client's plain bytes go out over TLS (SNI from
+    the backend's host name, resolved by squid) inside the tunnel."""
+    sq = squids([echo.tls_port])
+    lport = free_port()
+    g = Gateway(procs, tmp_path, {
+        "upstreams": {"t": {"backends": [f"localhost:{echo.tls_port}"],
+                            "tls": {"sni": "advanced.pingora.local", "ca": str(certs / "ca.crt")},
+                            "tunnel": {"connect_proxy": sq.addr}}},
+    }, more_listeners=[{"name": "tcp", "listen": f"127.0.0.1:{lport}", "protocol": "tcp",
+                        "upstream": "t"}])
+    wait_port(lport)
+    with socket.create_connection(("127.0.0.1", lport), timeout=10) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: raw.example.test\r\nConnection: close\r\n\r\n")
+        resp = b""
+        while True:
+            d = c.recv(65536)
+            if not d:
+                break
+            resp += d
+    head, _, body = resp.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), resp
+    f = fields(body)
+    assert f["sni"] == "advanced.pingora.local" and f["host"] == "raw.example.test"
+    assert ("TCP_TUNNEL/200", f"localhost:{echo.tls_port}", "-") in sq.wait_connects(2)
+
+
 # ---- misbehaving proxies ----------------------------------------------------------------------
 
 class FakeProxy:

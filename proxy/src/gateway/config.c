@@ -236,11 +236,12 @@ static int resolve_listener_upstreams(gw_config_t *c, sl_error_t *err)
                                 "\"%s\" forwards to it: every configuration must define it)",
                                 i, l->upstream, l->name);
         for (size_t k = 0; k < l->tcp_upstream->n_backends; k++)
-            if (l->tcp_upstream->backends[k].host)
+            if (l->tcp_upstream->backends[k].host && !l->tcp_upstream->tunnel)
                 return sl_error_set(err, SL_ECONFIG,
                                     "upstreams.%s.backends[%zu]: \"%s\": tcp listener \"%s\" "
                                     "forwards to this upstream, and tcp listeners do not resolve "
-                                    "host names yet (use ip:port)",
+                                    "host names yet (use ip:port, or a tunnel: its proxy "
+                                    "resolves them)",
                                     l->upstream, k, l->tcp_upstream->backends[k].address, l->name);
     }
     return 0;
