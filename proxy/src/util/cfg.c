@@ -414,17 +414,46 @@ int sl__cfg_load_file(const char *path, cJSON **out, sl_error_t *err)
 
 /* ---- paths and types ---------------------------------------------------------------------- */
 
+/* Paths are written for every section of a big config: plain copies, no printf. Both truncate
+ * as snprintf would (at most cap - 1 bytes and a NUL). */
+static size_t put_bytes(char *dst, size_t cap, size_t at, const char *s, size_t n)
+{
+    if (at + 1 >= cap)
+        return at;
+    if (n > cap - 1 - at)
+        n = cap - 1 - at;
+    memcpy(dst + at, s, n);
+    return at + n;
+}
+
 void sl__cfg_path_key(char *dst, size_t cap, const char *parent, const char *key)
 {
-    if (!parent || !*parent)
-        snprintf(dst, cap, "%s", key);
-    else
-        snprintf(dst, cap, "%s.%s", parent, key);
+    if (!cap)
+        return;
+    size_t at = 0;
+    if (parent && *parent) {
+        at = put_bytes(dst, cap, at, parent, strlen(parent));
+        at = put_bytes(dst, cap, at, ".", 1);
+    }
+    at = put_bytes(dst, cap, at, key, strlen(key));
+    dst[at] = '\0';
 }
 
 void sl__cfg_path_index(char *dst, size_t cap, const char *parent, size_t index)
 {
-    snprintf(dst, cap, "%s[%zu]", parent ? parent : "", index);
+    if (!cap)
+        return;
+    char num[24];
+    size_t n = sizeof(num);
+    num[--n] = ']';
+    do {
+        num[--n] = (char)('0' + index % 10);
+        index /= 10;
+    } while (index);
+    num[--n] = '[';
+    size_t at = parent ? put_bytes(dst, cap, 0, parent, strlen(parent)) : 0;
+    at = put_bytes(dst, cap, at, num + n, sizeof(num) - n);
+    dst[at] = '\0';
 }
 
 const char *sl__cfg_type_name(const cJSON *v)
@@ -518,22 +547,30 @@ int sl__cfg_check_keys(const cJSON *obj, const char *path, const char *const *kn
     return 0;
 }
 
-static const cJSON *get(const cJSON *obj, const char *key, char *p, size_t cap, const char *path)
+/* The value at key (NULL when absent or null). The key path is written to p only when the
+ * caller reports something (named()): most values are fine, and a 10,000-route config has
+ * a few hundred thousand of them. */
+static const cJSON *get(const cJSON *obj, const char *key)
 {
-    sl__cfg_path_key(p, cap, path, key);
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
     return (v && !cJSON_IsNull(v)) ? v : NULL;
+}
+
+static const char *named(char *p, size_t cap, const char *path, const char *key)
+{
+    sl__cfg_path_key(p, cap, path, key);
+    return p;
 }
 
 int sl__cfg_get_bool(const cJSON *obj, const char *path, const char *key, bool *out,
                      sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
+    const cJSON *v = get(obj, key);
     if (!v)
         return 0;
     if (!cJSON_IsBool(v))
-        return type_error(err, p, "a boolean", v);
+        return type_error(err, named(p, sizeof(p), path, key), "a boolean", v);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -542,31 +579,43 @@ int sl__cfg_get_int(const cJSON *obj, const char *path, const char *key, long mi
                     long *out, sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
+    const cJSON *v = get(obj, key);
     if (!v)
         return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble))
-        return type_error(err, p, "an integer", v);
+        return type_error(err, named(p, sizeof(p), path, key), "an integer", v);
     if (v->valuedouble < (double)min || v->valuedouble > (double)max)
-        return sl_error_set(err, SL_ECONFIG, "%s: %g is out of range [%ld, %ld]", p, v->valuedouble,
-                            min, max);
+        return sl_error_set(err, SL_ECONFIG, "%s: %g is out of range [%ld, %ld]",
+                            named(p, sizeof(p), path, key), v->valuedouble, min, max);
     *out = (long)v->valuedouble;
+    return 0;
+}
+
+int sl__cfg_get_strv(const cJSON *obj, const char *path, const char *key, bool allow_empty,
+                     const char **out, sl_error_t *err)
+{
+    char p[SL_CFG_PATH_MAX];
+    const cJSON *v = get(obj, key);
+    if (!v)
+        return 0;
+    if (!cJSON_IsString(v))
+        return type_error(err, named(p, sizeof(p), path, key), "a string", v);
+    if (!allow_empty && !*v->valuestring)
+        return sl_error_set(err, SL_ECONFIG, "%s: must not be empty",
+                            named(p, sizeof(p), path, key));
+    *out = v->valuestring;
     return 0;
 }
 
 int sl__cfg_get_str(const cJSON *obj, const char *path, const char *key, bool allow_empty,
                     char **out, sl_error_t *err)
 {
-    char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
-    if (!v)
-        return 0;
-    if (!cJSON_IsString(v))
-        return type_error(err, p, "a string", v);
-    if (!allow_empty && !*v->valuestring)
-        return sl_error_set(err, SL_ECONFIG, "%s: must not be empty", p);
+    const char *v = NULL;
+    int rc = sl__cfg_get_strv(obj, path, key, allow_empty, &v, err);
+    if (rc || !v)
+        return rc;
     free(*out);
-    *out = sl_xstrdup(v->valuestring);
+    *out = sl_xstrdup(v);
     return 0;
 }
 
@@ -617,7 +666,7 @@ int sl__cfg_get_duration_ms(const cJSON *obj, const char *path, const char *key,
                             sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
+    const cJSON *v = get(obj, key);
     if (!v)
         return 0;
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 1e12) {
@@ -628,8 +677,8 @@ int sl__cfg_get_duration_ms(const cJSON *obj, const char *path, const char *key,
         char d[96];
         describe(v, d, sizeof(d));
         return sl_error_set(err, SL_ECONFIG,
-                            "%s: expected a duration like \"250ms\", \"5s\" or \"1m\", got %s", p,
-                            d);
+                            "%s: expected a duration like \"250ms\", \"5s\" or \"1m\", got %s",
+                            named(p, sizeof(p), path, key), d);
     }
     return 0;
 }
@@ -676,7 +725,7 @@ int sl__cfg_get_size(const cJSON *obj, const char *path, const char *key, size_t
                      sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
+    const cJSON *v = get(obj, key);
     if (!v)
         return 0;
     if (cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble == floor(v->valuedouble) &&
@@ -688,7 +737,8 @@ int sl__cfg_get_size(const cJSON *obj, const char *path, const char *key, size_t
         char d[96];
         describe(v, d, sizeof(d));
         return sl_error_set(err, SL_ECONFIG,
-                            "%s: expected a size like 1024, \"8k\" or \"1m\", got %s", p, d);
+                            "%s: expected a size like 1024, \"8k\" or \"1m\", got %s",
+                            named(p, sizeof(p), path, key), d);
     }
     return 0;
 }
@@ -704,17 +754,17 @@ int sl__cfg_get_str_list(const cJSON *obj, const char *path, const char *key, ch
                          size_t *n_out, sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
-    const cJSON *v = get(obj, key, p, sizeof(p), path);
+    const cJSON *v = get(obj, key);
     if (!v)
         return 0;
     if (!cJSON_IsArray(v))
-        return type_error(err, p, "a list of strings", v);
+        return type_error(err, named(p, sizeof(p), path, key), "a list of strings", v);
     size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
     char **list = sl_xcalloc(n ? n : 1, sizeof(char *));
     for (const cJSON *e = v->child; e; e = e->next, i++) {
         if (!cJSON_IsString(e) || !*e->valuestring) {
             char ep[SL_CFG_PATH_MAX];
-            sl__cfg_path_index(ep, sizeof(ep), p, i);
+            sl__cfg_path_index(ep, sizeof(ep), named(p, sizeof(p), path, key), i);
             sl__cfg_free_str_list(list, i);
             return type_error(err, ep, "a non-empty string", e);
         }

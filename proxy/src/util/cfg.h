@@ -43,6 +43,9 @@ int sl__cfg_get_int(const cJSON *obj, const char *path, const char *key, long mi
 /* Replaces *out with a malloc'd copy (freeing the old one). allow_empty false rejects "". */
 int sl__cfg_get_str(const cJSON *obj, const char *path, const char *key, bool allow_empty,
                     char **out, sl_error_t *err);
+/* The same checks; *out points into the tree (valid as long as obj). */
+int sl__cfg_get_strv(const cJSON *obj, const char *path, const char *key, bool allow_empty,
+                     const char **out, sl_error_t *err);
 /* "250ms", "5s", "1m", "1h" (a bare integer means seconds) -> milliseconds. */
 int sl__cfg_get_duration_ms(const cJSON *obj, const char *path, const char *key, uint64_t *out_ms,
                             sl_error_t *err);
