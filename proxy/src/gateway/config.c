@@ -15,7 +15,9 @@
 #include "gateway/upstream_tunnel.h"
 #include "util/cfg.h"
 #include "util/hmap.h"
+#include "util/jcanon.h"
 #include "util/mem.h"
+#include "util/slab.h"
 
 #define SL_LOG_TAG "config"
 #include "sluice/log.h"
@@ -299,27 +301,46 @@ static int parse_listeners(gw_config_t *c, const cJSON *root, sl_error_t *err)
 
 /* ---- upstreams --------------------------------------------------------------------------- */
 
-static void upstream_free(gw_upstream_t *u)
+/* sl__cfg_get_str with the copy in an object's slab. */
+static int get_str_in(sl_slab_t *mem, const cJSON *obj, const char *path, const char *key,
+                      bool allow_empty, char **out, sl_error_t *err)
 {
-    if (!u)
+    const char *v = NULL;
+    int rc = sl__cfg_get_strv(obj, path, key, allow_empty, &v, err);
+    if (!rc && v)
+        *out = sl_slab_strdup(mem, v);
+    return rc;
+}
+
+/* A new upstream in a slab of its own sized for about `hint` more bytes; one reference. */
+static gw_upstream_t *upstream_new(size_t hint)
+{
+    sl_slab_t mem;
+    sl_slab_init(&mem, sizeof(gw_upstream_t) + hint);
+    gw_upstream_t *u = sl_slab_calloc(&mem, 1, sizeof(*u));
+    u->mem = mem;
+    atomic_init(&u->refs, 1);
+    return u;
+}
+
+/* Drops one snapshot's reference (on a worker thread when that snapshot's last request ended:
+ * a few frees). */
+static void upstream_release(gw_upstream_t *u)
+{
+    if (!u || atomic_fetch_sub_explicit(&u->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(u->name);
-    for (size_t i = 0; i < u->n_backends; i++)
-        gw_backend_free(&u->backends[i]);
-    free(u->backends);
-    free(u->seq);
-    free(u->host);
-    if (u->tls) {
-        free(u->tls->sni);
-        free(u->tls->ca);
-        free(u->tls->cert);
-        free(u->tls->key);
-        free(u->tls);
-    }
-    free(u->discovery_file);
-    gw_tunnel_free(u->tunnel);
     state_release(u->state);
-    free(u);
+    gw_tunnel_free(u->tunnel); /* malloc'd apart: it holds credentials, wiped when freed */
+    sl_slab_t mem = u->mem;    /* u lives in it */
+    sl_slab_free(&mem);
+}
+
+/* What a parse of this upstream reads besides its text makes it unfit for reuse: files (the
+ * TLS ca, cert and key are loaded and checked each time) and dns.watch (gw_dns_prepare
+ * rewrites the backends of the new snapshot's copy). */
+static bool upstream_reusable(const gw_upstream_t *u)
+{
+    return !u->dns_watch && !(u->tls && (u->tls->ca || u->tls->cert || u->tls->key));
 }
 
 static int parse_backends(gw_upstream_t *u, const cJSON *list, const char *path, sl_error_t *err)
@@ -328,11 +349,12 @@ static int parse_backends(gw_upstream_t *u, const cJSON *list, const char *path,
         return sl_error_set(err, SL_ECONFIG, "%s: expected a list of backends, got %s", path,
                             sl__cfg_type_name(list));
     size_t n = (size_t)cJSON_GetArraySize(list), i = 0;
-    u->backends = sl_xcalloc(n ? n : 1, sizeof(gw_backend_t));
+    u->backends = sl_slab_calloc(&u->mem, n ? n : 1, sizeof(gw_backend_t));
+    u->n_backends = 0;
     for (const cJSON *b = list->child; b; b = b->next, i++) {
         char p[SL_CFG_PATH_MAX];
         sl__cfg_path_index(p, sizeof(p), path, i);
-        int rc = gw_backend_parse(b, p, &u->backends[u->n_backends], err);
+        int rc = gw_backend_parse(b, p, &u->mem, &u->backends[u->n_backends], err);
         if (rc)
             return rc;
         u->n_backends++;
@@ -359,16 +381,16 @@ static int parse_upstream_tls(gw_upstream_t *u, const cJSON *up, const char *pat
         return 0;
     char p[SL_CFG_PATH_MAX];
     sl__cfg_path_key(p, sizeof(p), path, "tls");
-    gw_upstream_tls_t *t = u->tls = sl_xcalloc(1, sizeof(*t));
+    gw_upstream_tls_t *t = u->tls = sl_slab_calloc(&u->mem, 1, sizeof(*t));
     t->verify = true;
     if (cJSON_IsTrue(v))
         return 0;
     int rc = sl__cfg_check_keys(v, p, upstream_tls_keys, err);
-    if (rc || (rc = sl__cfg_get_str(v, p, "sni", false, &t->sni, err)) ||
+    if (rc || (rc = get_str_in(&u->mem, v, p, "sni", false, &t->sni, err)) ||
         (rc = sl__cfg_get_bool(v, p, "verify", &t->verify, err)) ||
-        (rc = sl__cfg_get_str(v, p, "ca", false, &t->ca, err)) ||
-        (rc = sl__cfg_get_str(v, p, "cert", false, &t->cert, err)) ||
-        (rc = sl__cfg_get_str(v, p, "key", false, &t->key, err)))
+        (rc = get_str_in(&u->mem, v, p, "ca", false, &t->ca, err)) ||
+        (rc = get_str_in(&u->mem, v, p, "cert", false, &t->cert, err)) ||
+        (rc = get_str_in(&u->mem, v, p, "key", false, &t->key, err)))
         return rc;
     if (t->sni && !valid_host(t->sni, false))
         return sl_error_set(err, SL_ECONFIG, "%s.sni: \"%s\" is not a host name", p, t->sni);
@@ -387,7 +409,9 @@ static int parse_upstream_tls(gw_upstream_t *u, const cJSON *up, const char *pat
     return 0;
 }
 
-static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out, sl_error_t *err)
+/* hint: the length of its text (the slab's first chunk is sized from it). */
+static int parse_upstream(const cJSON *v, const char *name, size_t hint, gw_upstream_t **out,
+                          sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
     sl__cfg_path_key(p, sizeof(p), "upstreams", name);
@@ -397,17 +421,19 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
     if (!*name || strlen(name) > 128)
         return sl_error_set(err, SL_ECONFIG, "%s: an upstream name must have 1 to 128 characters",
                             p);
-    gw_upstream_t *u = sl_xcalloc(1, sizeof(*u));
+    /* Backends (about 200 bytes each) take most of it. */
+    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(v, "backends");
+    size_t nb = cJSON_IsArray(bl) ? (size_t)cJSON_GetArraySize(bl) : 0;
+    gw_upstream_t *u = upstream_new(hint + 64 + nb * (sizeof(gw_backend_t) + 8));
     *out = u;
-    u->name = sl_xstrdup(name);
+    u->name = sl_slab_strdup(&u->mem, name);
     u->lb = GW_LB_ROUND_ROBIN;
-    char *lb = NULL, *proto = NULL;
-    rc = sl__cfg_get_str(v, p, "lb", false, &lb, err);
+    const char *lb = NULL, *proto = NULL;
+    rc = sl__cfg_get_strv(v, p, "lb", false, &lb, err);
     if (!rc && lb && strcmp(lb, "round_robin") != 0)
         rc = sl_error_set(err, SL_ECONFIG, "%s.lb: unknown value \"%s\" (round_robin)", p, lb);
-    free(lb);
     if (!rc)
-        rc = sl__cfg_get_str(v, p, "protocol", false, &proto, err);
+        rc = sl__cfg_get_strv(v, p, "protocol", false, &proto, err);
     if (!rc && proto) {
         if (!strcmp(proto, "http1"))
             u->protocol = GW_PROTO_HTTP1;
@@ -421,8 +447,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
             rc = sl_error_set(err, SL_ECONFIG,
                               "%s.protocol: unknown value \"%s\" (http1, h2, h2c, grpc)", p, proto);
     }
-    free(proto);
-    if (rc || (rc = sl__cfg_get_str(v, p, "host", false, &u->host, err)) ||
+    if (rc || (rc = get_str_in(&u->mem, v, p, "host", false, &u->host, err)) ||
         (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = parse_upstream_tls(u, v, p, err)) ||
         (rc = gw_upstream_dns_parse(u, v, p, err)))
         return rc;
@@ -440,7 +465,7 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
         sl__cfg_path_key(dp, sizeof(dp), p, "discovery");
         u->discovery_interval_ms = 1000;
         if ((rc = sl__cfg_check_keys(disc, dp, discovery_keys, err)) ||
-            (rc = sl__cfg_get_str(disc, dp, "file", false, &u->discovery_file, err)) ||
+            (rc = get_str_in(&u->mem, disc, dp, "file", false, &u->discovery_file, err)) ||
             (rc = sl__cfg_get_duration_ms(disc, dp, "interval", &u->discovery_interval_ms, err)))
             return rc;
         if (!u->discovery_file)
@@ -462,10 +487,39 @@ static int parse_upstream(const cJSON *v, const char *name, gw_upstream_t **out,
         return rc;
     u->state = state_for(name);
     gw_upstream_build_rotation(u);
+    u->reusable = upstream_reusable(u);
     return 0;
 }
 
-static int parse_upstreams(gw_config_t *c, const cJSON *root, sl_error_t *err)
+/* ---- taking over what did not change ------------------------------------------------------ */
+
+static bool same_text(const gw_config_t *c, const gw_unit_t *a, const gw_config_t *prev,
+                      const gw_unit_t *b)
+{
+    return a->text.len == b->text.len &&
+           memcmp(c->text + a->text.off, prev->text + b->text.off, a->text.len) == 0;
+}
+
+/* prev's upstream of this name when its canonical text is the same as the new one's (and both
+ * are in canonical order where order matters): it is what parsing the new text would give. A
+ * new reference, or NULL. */
+static gw_upstream_t *take_upstream(const gw_config_t *c, const gw_config_t *prev, const char *name,
+                                    const gw_unit_t *unit)
+{
+    if (!prev || !prev->upstream_index || !unit->ordered)
+        return NULL;
+    const gw_unit_t *old = sl_hmap_get(prev->upstream_index, name, strlen(name));
+    if (!old || !old->ordered || !same_text(c, unit, prev, old))
+        return NULL;
+    gw_upstream_t *u = old->obj;
+    if (!u->reusable)
+        return NULL;
+    atomic_fetch_add_explicit(&u->refs, 1, memory_order_relaxed);
+    return u;
+}
+
+static int parse_upstreams(gw_config_t *c, const cJSON *root, const gw_config_t *prev,
+                           sl_error_t *err)
 {
     const cJSON *us = cJSON_GetObjectItemCaseSensitive(root, "upstreams");
     if (!us || cJSON_IsNull(us))
@@ -475,11 +529,13 @@ static int parse_upstreams(gw_config_t *c, const cJSON *root, sl_error_t *err)
                             "upstreams: expected a mapping of name to upstream, "
                             "got %s",
                             sl__cfg_type_name(us));
-    size_t n = (size_t)cJSON_GetArraySize(us);
-    c->upstreams = sl_xcalloc(n ? n : 1, sizeof(gw_upstream_t *));
-    for (const cJSON *u = us->child; u; u = u->next) {
-        gw_upstream_t *up = NULL;
-        int rc = parse_upstream(u, u->string, &up, err);
+    size_t n = (size_t)cJSON_GetArraySize(us), i = 0;
+    c->upstreams = sl_slab_calloc(&c->mem, n ? n : 1, sizeof(gw_upstream_t *));
+    for (const cJSON *u = us->child; u; u = u->next, i++) {
+        gw_unit_t *unit = &c->upstream_units[i]; /* its text: write_text */
+        gw_upstream_t *up = take_upstream(c, prev, u->string, unit);
+        int rc = up ? 0 : parse_upstream(u, u->string, unit->text.len, &up, err);
+        unit->obj = up;
         c->upstreams[c->n_upstreams++] = up;
         if (rc)
             return rc;
@@ -489,39 +545,34 @@ static int parse_upstreams(gw_config_t *c, const cJSON *root, sl_error_t *err)
 
 gw_upstream_t *gw_config_upstream(const gw_config_t *c, const char *name)
 {
-    return c->upstream_index ? sl_hmap_get(c->upstream_index, name, strlen(name)) : NULL;
+    const gw_unit_t *e =
+        c->upstream_index ? sl_hmap_get(c->upstream_index, name, strlen(name)) : NULL;
+    return e ? e->obj : NULL;
 }
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
-static void route_free(gw_route_t *r)
+static gw_route_t *route_new(size_t hint)
 {
-    if (!r)
+    sl_slab_t mem;
+    sl_slab_init(&mem, sizeof(gw_route_t) + hint);
+    gw_route_t *r = sl_slab_calloc(&mem, 1, sizeof(*r));
+    r->mem = mem;
+    atomic_init(&r->refs, 1);
+    return r;
+}
+
+static void route_release(gw_route_t *r)
+{
+    if (!r || atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) != 1)
         return;
-    free(r->name);
-    free(r->host);
-    free(r->path);
     if (r->regex)
         pcre2_code_free(r->regex);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
-    free(r->headers);
-    if (r->respond) {
-        free(r->respond->body);
-        for (size_t i = 0; i < r->respond->n_headers; i++) {
-            free((char *)r->respond->headers[i].name.ptr);
-            free((char *)r->respond->headers[i].value.ptr);
-        }
-        free(r->respond->headers);
-        free(r->respond);
-    }
     for (size_t i = 0; i < r->n_filters; i++)
         if (r->filters[i].kind && r->filters[i].kind->free)
             r->filters[i].kind->free(r->filters[i].state);
-    free(r->filters);
-    free(r);
+    sl_slab_t mem = r->mem; /* r lives in it */
+    sl_slab_free(&mem);
 }
 
 static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error_t *err)
@@ -531,14 +582,14 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
     r->path = NULL;
     r->path_type = GW_PATH_PREFIX;
     if (!m || cJSON_IsNull(m)) {
-        r->path = sl_xstrdup("/");
+        r->path = sl_slab_strdup(&r->mem, "/");
         return 0;
     }
     int rc = sl__cfg_check_keys(m, p, match_keys, err);
-    char *pt = NULL;
-    if (rc || (rc = sl__cfg_get_str(m, p, "host", false, &r->host, err)) ||
-        (rc = sl__cfg_get_str(m, p, "path", false, &r->path, err)) ||
-        (rc = sl__cfg_get_str(m, p, "path_type", false, &pt, err)))
+    const char *pt = NULL;
+    if (rc || (rc = get_str_in(&r->mem, m, p, "host", false, &r->host, err)) ||
+        (rc = get_str_in(&r->mem, m, p, "path", false, &r->path, err)) ||
+        (rc = sl__cfg_get_strv(m, p, "path_type", false, &pt, err)))
         return rc;
     if (r->host) {
         size_t hl = strlen(r->host);
@@ -562,12 +613,11 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
         else
             rc = sl_error_set(err, SL_ECONFIG,
                               "%s.path_type: unknown value \"%s\" (prefix, exact, regex)", p, pt);
-        free(pt);
         if (rc)
             return rc;
     }
     if (!r->path)
-        r->path = sl_xstrdup("/");
+        r->path = sl_slab_strdup(&r->mem, "/");
     if (r->path_type != GW_PATH_REGEX && r->path[0] != '/')
         return sl_error_set(err, SL_ECONFIG, "%s.path: \"%s\" must start with '/'", p, r->path);
     if (r->path_type == GW_PATH_REGEX) {
@@ -613,7 +663,7 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
                                 "%s: expected a mapping of header to value, got %s", hp,
                                 sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
-        r->headers = sl_xcalloc(n ? n : 1, sizeof(gw_header_match_t));
+        r->headers = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(gw_header_match_t));
         for (const cJSON *h = hs->child; h; h = h->next) {
             char ep[SL_CFG_PATH_MAX];
             sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
@@ -621,8 +671,8 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
                 return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
             if (!cJSON_IsString(h) || !valid_value(h->valuestring))
                 return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
-            r->headers[r->n_headers].name = sl_xstrdup(h->string);
-            r->headers[r->n_headers].value = sl_xstrdup(h->valuestring);
+            r->headers[r->n_headers].name = sl_slab_strdup(&r->mem, h->string);
+            r->headers[r->n_headers].value = sl_slab_strdup(&r->mem, h->valuestring);
             r->n_headers++;
         }
     }
@@ -636,11 +686,11 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
     int rc = sl__cfg_check_keys(v, p, respond_keys, err);
     if (rc)
         return rc;
-    gw_respond_t *rs = sl_xcalloc(1, sizeof(*rs));
+    gw_respond_t *rs = sl_slab_calloc(&r->mem, 1, sizeof(*rs));
     r->respond = rs;
     long status = 200;
     if ((rc = sl__cfg_get_int(v, p, "status", 200, 599, &status, err)) ||
-        (rc = sl__cfg_get_str(v, p, "body", true, &rs->body, err)))
+        (rc = get_str_in(&r->mem, v, p, "body", true, &rs->body, err)))
         return rc;
     rs->status = (int)status;
     rs->body_len = rs->body ? strlen(rs->body) : 0;
@@ -653,7 +703,7 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
                                 "%s: expected a mapping of header to value, got %s", hp,
                                 sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
-        rs->headers = sl_xcalloc(n ? n : 1, sizeof(sl_header_t));
+        rs->headers = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(sl_header_t));
         for (const cJSON *h = hs->child; h; h = h->next) {
             char ep[SL_CFG_PATH_MAX];
             sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
@@ -661,8 +711,8 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
                 return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
             if (!cJSON_IsString(h) || !valid_value(h->valuestring))
                 return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
-            rs->headers[rs->n_headers].name = sl_str(sl_xstrdup(h->string));
-            rs->headers[rs->n_headers].value = sl_str(sl_xstrdup(h->valuestring));
+            rs->headers[rs->n_headers].name = sl_str(sl_slab_strdup(&r->mem, h->string));
+            rs->headers[rs->n_headers].value = sl_str(sl_slab_strdup(&r->mem, h->valuestring));
             rs->n_headers++;
         }
     }
@@ -677,7 +727,7 @@ static int parse_filters(gw_route_t *r, const cJSON *v, const char *path, sl_err
         return sl_error_set(err, SL_ECONFIG, "%s: expected a list of filters, got %s", p,
                             sl__cfg_type_name(v));
     size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
-    r->filters = sl_xcalloc(n ? n : 1, sizeof(gw_filter_t));
+    r->filters = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(gw_filter_t));
     for (const cJSON *f = v->child; f; f = f->next, i++) {
         char fp[SL_CFG_PATH_MAX];
         sl__cfg_path_index(fp, sizeof(fp), p, i);
@@ -704,7 +754,8 @@ static int parse_filters(gw_route_t *r, const cJSON *v, const char *path, sl_err
     return 0;
 }
 
-static int parse_route(gw_config_t *c, const cJSON *v, size_t index, gw_route_t **out,
+/* hint: the length of its text (the slab's first chunk is sized from it). */
+static int parse_route(gw_config_t *c, const cJSON *v, size_t index, size_t hint, gw_route_t **out,
                        sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
@@ -712,13 +763,12 @@ static int parse_route(gw_config_t *c, const cJSON *v, size_t index, gw_route_t 
     int rc = sl__cfg_check_keys(v, p, route_keys, err);
     if (rc)
         return rc;
-    gw_route_t *r = sl_xcalloc(1, sizeof(*r));
+    gw_route_t *r = route_new(hint + 64);
     *out = r;
-    r->index = index;
-    if ((rc = sl__cfg_get_str(v, p, "name", false, &r->name, err)))
+    if ((rc = get_str_in(&r->mem, v, p, "name", false, &r->name, err)))
         return rc;
     if (!r->name)
-        r->name = sl_xstrdup(p);
+        r->name = sl_slab_strdup(&r->mem, p);
     if ((rc = parse_match(r, cJSON_GetObjectItemCaseSensitive(v, "match"), p, err)) ||
         (rc = get_timeouts(v, p, &r->timeouts, err)))
         return rc;
@@ -726,15 +776,13 @@ static int parse_route(gw_config_t *c, const cJSON *v, size_t index, gw_route_t 
     if (f && !cJSON_IsNull(f) && (rc = parse_filters(r, f, p, err)))
         return rc;
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(v, "respond");
-    char *up = NULL;
-    if ((rc = sl__cfg_get_str(v, p, "upstream", false, &up, err)))
+    const char *up = NULL;
+    if ((rc = sl__cfg_get_strv(v, p, "upstream", false, &up, err)))
         return rc;
     if (rs && !cJSON_IsNull(rs)) {
-        if (up) {
-            free(up);
+        if (up)
             return sl_error_set(err, SL_ECONFIG, "%s: a route has an upstream or respond, not both",
                                 p);
-        }
         return parse_respond(r, rs, p, err);
     }
     if (!up)
@@ -742,11 +790,42 @@ static int parse_route(gw_config_t *c, const cJSON *v, size_t index, gw_route_t 
     r->upstream = gw_config_upstream(c, up);
     if (!r->upstream)
         rc = sl_error_set(err, SL_ECONFIG, "%s.upstream: unknown upstream \"%s\"", p, up);
-    free(up);
     return rc;
 }
 
-static int parse_routes(gw_config_t *c, const cJSON *root, sl_error_t *err)
+/* The name a route is known by in prev->route_index: its own, else "routes[i]" (written to
+ * buf); NULL when the name is invalid (the parse says why). */
+static const char *route_key(const cJSON *v, size_t index, char *buf, size_t cap)
+{
+    const cJSON *n = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "name") : NULL;
+    if (!n || cJSON_IsNull(n)) {
+        sl__cfg_path_index(buf, cap, "routes", index);
+        return buf;
+    }
+    return cJSON_IsString(n) && *n->valuestring ? n->valuestring : NULL;
+}
+
+/* prev's route of the same name when its canonical text is the same as the new one's and the
+ * upstream it names is the very object it points to: the parse would give the same route. A
+ * new reference, or NULL. */
+static gw_route_t *take_route(const gw_config_t *c, const gw_config_t *prev, const cJSON *v,
+                              size_t index, const gw_unit_t *unit)
+{
+    if (!prev || !prev->route_index || !unit->ordered)
+        return NULL;
+    char buf[SL_CFG_PATH_MAX];
+    const char *key = route_key(v, index, buf, sizeof(buf));
+    const gw_unit_t *old = key ? sl_hmap_get(prev->route_index, key, strlen(key)) : NULL;
+    if (!old || !old->ordered || !same_text(c, unit, prev, old))
+        return NULL;
+    gw_route_t *r = old->obj;
+    if (r->upstream && gw_config_upstream(c, r->upstream->name) != r->upstream)
+        return NULL;
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    return r;
+}
+
+static int parse_routes(gw_config_t *c, const cJSON *root, const gw_config_t *prev, sl_error_t *err)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "routes");
     if (!rs || cJSON_IsNull(rs))
@@ -755,13 +834,17 @@ static int parse_routes(gw_config_t *c, const cJSON *root, sl_error_t *err)
         return sl_error_set(err, SL_ECONFIG, "routes: expected a list, got %s",
                             sl__cfg_type_name(rs));
     size_t n = (size_t)cJSON_GetArraySize(rs), i = 0;
-    c->routes = sl_xcalloc(n ? n : 1, sizeof(gw_route_t *));
+    c->routes = sl_slab_calloc(&c->mem, n ? n : 1, sizeof(gw_route_t *));
     sl_hmap_t names;
-    sl_hmap_init(&names);
+    sl_hmap_init_borrowed(&names, NULL);
+    sl_hmap_reserve(&names, n);
     int rc = 0;
     for (const cJSON *r = rs->child; r && !rc; r = r->next, i++) {
-        gw_route_t *route = NULL;
-        rc = parse_route(c, r, i, &route, err);
+        gw_unit_t *unit = &c->route_units[i]; /* its text: write_text */
+        gw_route_t *route = take_route(c, prev, r, i, unit);
+        if (!route)
+            rc = parse_route(c, r, i, unit->text.len, &route, err);
+        unit->obj = route;
         c->routes[c->n_routes++] = route;
         if (!rc && cJSON_GetObjectItemCaseSensitive(r, "name")) {
             void **slot = sl_hmap_put(&names, route->name, strlen(route->name));
@@ -811,49 +894,184 @@ static int parse_misc(gw_config_t *c, const cJSON *root, sl_error_t *err)
     return gw_dns_conf_parse(c, root, err);
 }
 
-/* ---- canonical JSON and hash ------------------------------------------------------------- */
+/* ---- the snapshot's text and hash ---------------------------------------------------------- */
 
-static int cmp_keys(const void *a, const void *b)
+/* Mappings whose key order no parser keeps (each key is looked up by name) may come in any
+ * order; every other mapping of an upstream or route (filter and respond headers, and whatever
+ * a later key brings) must already be in canonical order for the object to be taken over by the
+ * next snapshot: then it is exactly what parsing the canonical text gives. These count the
+ * lenient mappings of a unit that are out of order. */
+static size_t unsorted_in(const cJSON *obj, const char *key)
 {
-    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-    return strcmp(x->string, y->string);
+    const cJSON *v = obj ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+    return cJSON_IsObject(v) && !sl_jc_is_sorted(v);
 }
 
-/* Sorts every object's keys, recursively: the same document always prints the same bytes, so
- * sluice and the watcher agree on its hash. */
-static void canonicalize(cJSON *v)
+static size_t lenient_unsorted_upstream(const cJSON *u)
 {
-    for (cJSON *c = v->child; c; c = c->next)
-        canonicalize(c);
-    if (!cJSON_IsObject(v) || !v->child)
-        return;
-    size_t n = 0;
-    for (cJSON *c = v->child; c; c = c->next)
-        n++;
-    cJSON **items = sl_xmalloc(n * sizeof(*items));
-    n = 0;
-    for (cJSON *c = v->child; c; c = c->next)
-        items[n++] = c;
-    qsort(items, n, sizeof(*items), cmp_keys);
+    if (!cJSON_IsObject(u))
+        return 0;
+    size_t n = !sl_jc_is_sorted(u) + unsorted_in(u, "tls") + unsorted_in(u, "timeouts") +
+               unsorted_in(u, "dns") + unsorted_in(u, "discovery");
+    const cJSON *b = cJSON_GetObjectItemCaseSensitive(u, "backends");
+    for (const cJSON *e = cJSON_IsArray(b) ? b->child : NULL; e; e = e->next)
+        n += cJSON_IsObject(e) && !sl_jc_is_sorted(e);
+    return n;
+}
+
+static size_t lenient_unsorted_route(const cJSON *r)
+{
+    if (!cJSON_IsObject(r))
+        return 0;
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(r, "match");
+    return !sl_jc_is_sorted(r) + unsorted_in(r, "match") +
+           (cJSON_IsObject(m) ? unsorted_in(m, "headers") : 0) + unsorted_in(r, "timeouts") +
+           unsorted_in(r, "respond");
+}
+
+/* Writes v as a unit: its span, and whether it is in order where order matters. */
+static void write_unit(sl_jc_t *w, const cJSON *v, gw_unit_t *unit,
+                       size_t (*lenient)(const cJSON *))
+{
+    size_t off = w->len, unsorted = w->unsorted;
+    sl_jc_value(w, v);
+    unit->text = (gw_span_t){off, w->len - off};
+    unsorted = w->unsorted - unsorted;
+    unit->ordered = !unsorted || unsorted == lenient(v);
+}
+
+static void write_upstreams(gw_config_t *c, sl_jc_t *w, const cJSON *us)
+{
+    size_t base, n = sl_jc_children(w, us, &base);
+    c->upstream_units = sl_slab_calloc(&c->mem, n ? n : 1, sizeof(gw_unit_t));
+    sl_jc_raw(w, "{", 1);
     for (size_t i = 0; i < n; i++) {
-        items[i]->prev = i ? items[i - 1] : items[n - 1];
-        items[i]->next = i + 1 < n ? items[i + 1] : NULL;
+        sl_jc_child_t ch = w->stack[base + i];
+        if (i)
+            sl_jc_raw(w, ",", 1);
+        sl_jc_string(w, ch.node->string);
+        sl_jc_raw(w, ":", 1);
+        write_unit(w, ch.node, &c->upstream_units[ch.index], lenient_unsorted_upstream);
     }
-    v->child = items[0];
-    free(items);
+    sl_jc_raw(w, "}", 1);
+    sl_jc_pop(w, n);
+}
+
+static void write_routes(gw_config_t *c, sl_jc_t *w, const cJSON *rs)
+{
+    size_t n = (size_t)cJSON_GetArraySize(rs), i = 0;
+    c->route_units = sl_slab_calloc(&c->mem, n ? n : 1, sizeof(gw_unit_t));
+    sl_jc_raw(w, "[", 1);
+    for (const cJSON *r = rs->child; r; r = r->next, i++) {
+        if (i)
+            sl_jc_raw(w, ",", 1);
+        write_unit(w, r, &c->route_units[i], lenient_unsorted_route);
+    }
+    sl_jc_raw(w, "]", 1);
+}
+
+static int top_index(const char *key)
+{
+    for (int k = 0; gw_top_keys[k]; k++)
+        if (!strcmp(gw_top_keys[k], key))
+            return k;
+    return -1;
+}
+
+/* The gateway's keys of root (null ones left out) as canonical JSON, once: what GET /config
+ * shows, what the hash covers and what the next snapshot compares its upstreams and routes
+ * with. Nothing is copied or sorted in the tree itself. */
+static void write_text(gw_config_t *c, const cJSON *root, size_t size_hint)
+{
+    _Static_assert(sizeof(gw_top_keys) / sizeof(gw_top_keys[0]) == GW_TOP_KEYS + 1,
+                   "GW_TOP_KEYS is the number of gw_top_keys");
+    int order[GW_TOP_KEYS] = {0};
+    for (int k = 0; k < GW_TOP_KEYS; k++) { /* the keys sorted, as in any mapping */
+        int j = k;
+        while (j > 0 && strcmp(gw_top_keys[order[j - 1]], gw_top_keys[k]) > 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = k;
+    }
+    sl_jc_t w;
+    sl_jc_init_pooled(&w, true, size_hint);
+    sl_jc_raw(&w, "{", 1);
+    bool first = true;
+    for (int i = 0; i < GW_TOP_KEYS; i++) {
+        int k = order[i];
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, gw_top_keys[k]);
+        if (!v || cJSON_IsNull(v))
+            continue;
+        if (!first)
+            sl_jc_raw(&w, ",", 1);
+        first = false;
+        sl_jc_string(&w, gw_top_keys[k]);
+        sl_jc_raw(&w, ":", 1);
+        size_t off = w.len;
+        if (k == top_index("upstreams") && cJSON_IsObject(v))
+            write_upstreams(c, &w, v);
+        else if (k == top_index("routes") && cJSON_IsArray(v))
+            write_routes(c, &w, v);
+        else
+            sl_jc_value(&w, v);
+        c->top[k] = (gw_span_t){off, w.len - off};
+    }
+    sl_jc_raw(&w, "}", 1);
+    if (w.failed) /* only a tree built by hand could have such a value */
+        sl_oom();
+    c->text = w.p;
+    c->text_len = w.len;
+    w.p = NULL;
+    sl_jc_free(&w);
+}
+
+static void hex(const unsigned char md[32], char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[64] = '\0';
+}
+
+/* The hash of {"upstreams":…,"routes":…,"errors":…,"certificates":…} (present keys, in this
+ * order, each value canonical): the pieces of the text, streamed. */
+static void hash_text(gw_config_t *c)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    if (!md)
+        sl_oom();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    EVP_DigestUpdate(md, "{", 1);
+    bool first = true;
+    for (const char *const *d = gw_dynamic_keys; *d; d++) {
+        const gw_span_t *v = &c->top[top_index(*d)];
+        if (!v->len)
+            continue;
+        if (!first)
+            EVP_DigestUpdate(md, ",", 1);
+        first = false;
+        EVP_DigestUpdate(md, "\"", 1); /* the keys need no escaping */
+        EVP_DigestUpdate(md, *d, strlen(*d));
+        EVP_DigestUpdate(md, "\":", 2);
+        EVP_DigestUpdate(md, c->text + v->off, v->len);
+    }
+    EVP_DigestUpdate(md, "}", 1);
+    unsigned char out[32];
+    unsigned len = 0;
+    EVP_DigestFinal_ex(md, out, &len);
+    EVP_MD_CTX_free(md);
+    hex(out, c->hash);
 }
 
 void gw_config_hash_json(const cJSON *doc, char out[65])
 {
-    char *text = cJSON_PrintUnformatted(doc);
-    if (!text)
-        sl_oom();
     unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
-    free(text);
+    if (!sl_jc_sha256(doc, false, md))
+        sl_oom(); /* cJSON_PrintUnformatted would have failed the same way */
+    hex(md, out);
 }
 
 /* ---- the snapshot ------------------------------------------------------------------------ */
@@ -873,20 +1091,15 @@ static void config_free(gw_config_t *c)
     free(c->certs);
     gw_router_free(c->router);
     for (size_t i = 0; i < c->n_routes; i++)
-        route_free(c->routes[i]);
-    free(c->routes);
+        route_release(c->routes[i]);
     for (size_t i = 0; i < c->n_upstreams; i++)
-        upstream_free(c->upstreams[i]);
-    free(c->upstreams);
-    if (c->upstream_index) {
-        sl_hmap_free(c->upstream_index);
-        free(c->upstream_index);
-    }
+        upstream_release(c->upstreams[i]);
     free(c->error_format);
     free(c->admin_listen);
     free(c->admin_token);
     sl__cfg_free_str_list(c->dns_servers, c->n_dns_servers);
-    cJSON_Delete(c->json);
+    sl_pool_free(c->text);
+    sl_slab_free(&c->mem);
     free(c);
 }
 
@@ -904,68 +1117,103 @@ void gw_config_release(gw_config_t *c)
 
 static int index_upstreams(gw_config_t *c, sl_error_t *err)
 {
-    c->upstream_index = sl_xcalloc(1, sizeof(sl_hmap_t));
-    sl_hmap_init(c->upstream_index);
+    c->upstream_index = sl_slab_alloc(&c->mem, sizeof(sl_hmap_t));
+    sl_hmap_init_borrowed(c->upstream_index, &c->mem);
+    sl_hmap_reserve(c->upstream_index, c->n_upstreams);
     for (size_t i = 0; i < c->n_upstreams; i++) {
         gw_upstream_t *u = c->upstreams[i];
         void **slot = sl_hmap_put(c->upstream_index, u->name, strlen(u->name));
         if (*slot)
             return sl_error_set(err, SL_ECONFIG, "upstreams.%s: duplicate upstream name", u->name);
-        *slot = u;
+        *slot = &c->upstream_units[i];
     }
     return 0;
 }
 
+/* Routes by name for the next snapshot (a name given twice is refused; "routes[3]" may also be
+ * someone's name: the first keeps it). */
+static void index_routes(gw_config_t *c)
+{
+    c->route_index = sl_slab_alloc(&c->mem, sizeof(sl_hmap_t));
+    sl_hmap_init_borrowed(c->route_index, &c->mem);
+    sl_hmap_reserve(c->route_index, c->n_routes);
+    for (size_t i = 0; i < c->n_routes; i++) {
+        void **slot = sl_hmap_put(c->route_index, c->routes[i]->name, strlen(c->routes[i]->name));
+        if (!*slot)
+            *slot = &c->route_units[i];
+    }
+}
+
 int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err)
 {
+    return gw_config_build(root, NULL, out, err);
+}
+
+int gw_config_build(cJSON *root, const gw_build_opts_t *o, gw_config_t **out, sl_error_t *err)
+{
+    const gw_config_t *prev = o ? o->prev : NULL;
     *out = NULL;
     gw_config_t *c = sl_xcalloc(1, sizeof(*c));
     atomic_store(&c->refs, 1);
+    sl_slab_init(&c->mem, 16384);
     int rc = sl__cfg_expect_object(root, "", err);
+    if (!rc)
+        /* First: upstreams and routes are compared by their text. Its size is usually about
+         * the running one's. */
+        write_text(c, root, prev ? prev->text_len + prev->text_len / 8 : 0);
     if (!rc)
         rc = parse_misc(c, root, err);
     if (!rc)
         rc = parse_listeners(c, root, err);
     if (!rc)
-        rc = parse_upstreams(c, root, err);
+        rc = parse_upstreams(c, root, prev, err);
     if (!rc)
         rc = index_upstreams(c, err);
     if (!rc)
         rc = resolve_listener_upstreams(c, err);
     if (!rc)
-        rc = parse_routes(c, root, err);
+        rc = parse_routes(c, root, prev, err);
     if (!rc) {
         c->router = gw_router_build(c->routes, c->n_routes, err);
         if (!c->router)
             rc = SL_ECONFIG;
     }
+    cJSON_Delete(root);
     if (rc) {
         config_free(c);
-        cJSON_Delete(root);
         return rc;
     }
-    /* The document as given, canonical, is what GET /config shows and what the hash covers:
-     * the gateway's keys of root, moved (not copied) into the snapshot. */
-    c->json = cJSON_CreateObject();
-    for (const char *const *k = gw_top_keys; *k; k++) {
-        cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(root, *k);
-        if (v && !cJSON_IsNull(v))
-            cJSON_AddItemToObject(c->json, *k, v);
-        else
-            cJSON_Delete(v);
-    }
-    cJSON_Delete(root);
-    canonicalize(c->json);
-    cJSON *dyn = cJSON_CreateObject();
-    for (const char *const *k = gw_dynamic_keys; *k; k++) {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c->json, *k);
-        if (v)
-            cJSON_AddItemReferenceToObject(dyn, *k, (cJSON *)v);
-    }
-    gw_config_hash_json(dyn, c->hash);
-    cJSON_Delete(dyn);
+    index_routes(c);
+    if (o && o->keep_hash)
+        memcpy(c->hash, o->keep_hash, sizeof(c->hash));
+    else
+        hash_text(c);
     *out = c;
     return 0;
+}
+
+cJSON *gw_config_doc(const gw_config_t *c, bool static_only)
+{
+    if (!static_only) {
+        cJSON *j = cJSON_ParseWithLength(c->text, c->text_len);
+        if (!j)
+            sl_oom(); /* our own text */
+        return j;
+    }
+    cJSON *j = cJSON_CreateObject();
+    for (int k = 0; k < GW_TOP_KEYS; k++) {
+        const gw_span_t *v = &c->top[k];
+        bool dynamic = false;
+        for (const char *const *d = gw_dynamic_keys; *d; d++)
+            dynamic |= !strcmp(*d, gw_top_keys[k]);
+        if (!v->len || dynamic)
+            continue;
+        cJSON *x = cJSON_ParseWithLength(c->text + v->off, v->len);
+        if (!x)
+            sl_oom();
+        cJSON_AddItemToObject(j, gw_top_keys[k], x);
+    }
+    return j;
 }
 
 static void redact_keys(cJSON *certs)
@@ -980,7 +1228,7 @@ static void redact_keys(cJSON *certs)
 
 cJSON *gw_config_to_json(const gw_config_t *c)
 {
-    cJSON *j = cJSON_Duplicate(c->json, 1);
+    cJSON *j = gw_config_doc(c, false);
     redact_keys(cJSON_GetObjectItemCaseSensitive(j, "certificates"));
     cJSON *l;
     cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(j, "listeners"))

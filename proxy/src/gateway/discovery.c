@@ -62,7 +62,7 @@ int gw_discovery_read(const char *path, cJSON **list, sl_error_t *err)
         char p[64];
         snprintf(p, sizeof(p), "line %zu", lineno);
         cJSON *v = cJSON_CreateString(s);
-        rc = gw_backend_parse(v, p, &b, err);
+        rc = gw_backend_parse(v, p, NULL, &b, err);
         if (rc) {
             cJSON_Delete(v);
             sl_error_t inner = *err;

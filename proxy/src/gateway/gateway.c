@@ -10,6 +10,7 @@
 #include "core/core.h"
 #include "util/cfg.h"
 #include "util/mem.h"
+#include "util/slab.h"
 
 #define SL_LOG_TAG "gateway"
 #include "sluice/log.h"
@@ -315,15 +316,15 @@ static int apply_doc(gateway_t *gw, cJSON *doc, const char *keep_hash, const cha
     uint64_t t0 = uv_hrtime();
     int rc = gw_discovery_resolve(doc, err);
     gw_config_t *c = NULL;
+    /* What did not change is taken over from the running snapshot, not parsed again. */
+    gw_build_opts_t opts = {.prev = gw->current, .keep_hash = keep_hash};
     if (!rc)
-        rc = gw_config_parse(doc, &c, err);
+        rc = gw_config_build(doc, &opts, &c, err);
     else
         cJSON_Delete(doc);
     doc = NULL; /* consumed */
     if (rc)
         return rc;
-    if (keep_hash)
-        memcpy(c->hash, keep_hash, sizeof(c->hash));
     atomic_fetch_add(&gw->reloads_ok, 1);
     gw_publish(gw, c, source);
     gw_discovery_sync(gw, sl_server_main_loop(gw->server));
@@ -371,11 +372,9 @@ static int apply_json(gateway_t *gw, cJSON *root, const char *source, sl_error_t
                             "%s: unknown key (allowed: upstreams, routes, errors, certificates)",
                             k->string);
     }
-    /* The static part is small (copied); the dynamic part is moved out of root. */
-    cJSON *doc = cJSON_CreateObject();
-    for (const cJSON *k = gw->current->json->child; k; k = k->next)
-        if (!is_dynamic_key(k->string))
-            cJSON_AddItemToObject(doc, k->string, cJSON_Duplicate(k, 1));
+    /* The static part is small (parsed from the running snapshot's text); the dynamic part is
+     * moved out of root. */
+    cJSON *doc = gw_config_doc(gw->current, true);
     for (const char *const *d = gw_dynamic_keys; *d; d++) {
         cJSON *v = cJSON_DetachItemFromObjectCaseSensitive(root, *d);
         if (v)
@@ -406,7 +405,7 @@ static int set_backends(gateway_t *gw, const char *upstream, const cJSON *list, 
                             upstream, cur->discovery_file);
     if (!cJSON_IsArray(list) || cJSON_GetArraySize(list) == 0)
         return sl_error_set(err, SL_ECONFIG, "backends: expected a non-empty list of backends");
-    cJSON *doc = cJSON_Duplicate(gw->current->json, 1);
+    cJSON *doc = gw_config_doc(gw->current, false);
     cJSON *u = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "upstreams"),
                                                 upstream);
     cJSON_DeleteItemFromObjectCaseSensitive(u, "backends");
@@ -514,6 +513,7 @@ void gw_free(gateway_t *gw)
     cJSON_Delete(gw->file_doc);
     free(gw);
     gw_certs_cache_clear();
+    sl_pool_clear();
 }
 
 static sl_tls_settings_t *listener_tls(const gw_listener_t *l, const gw_config_t *c,

@@ -2,7 +2,13 @@
  *
  * A configuration is parsed into an immutable, reference-counted snapshot (gw_config_t). The
  * control thread builds a new snapshot and publishes it; each worker switches to it between
- * requests, and a request keeps the snapshot it started with until it ends. */
+ * requests, and a request keeps the snapshot it started with until it ends.
+ *
+ * Upstreams and routes are immutable, reference-counted objects of their own, each in one slab
+ * (a few allocations, one free). A new snapshot built with the previous one at hand
+ * (gw_config_build) takes over those whose configuration text did not change instead of parsing
+ * them again: a change of one Service's endpoints rebuilds one upstream and the routes that
+ * use it, not 10,000 routes. */
 #ifndef SL_GATEWAY_GATEWAY_H
 #define SL_GATEWAY_GATEWAY_H
 
@@ -16,6 +22,7 @@
 #include "sluice/dns.h"
 #include "sluice/proxy.h"
 #include "sluice/tls.h"
+#include "util/slab.h"
 
 typedef struct gw_config gw_config_t;
 typedef struct gw_route gw_route_t;
@@ -69,6 +76,8 @@ typedef struct gw_upstream_state {
 } gw_upstream_state_t;
 
 struct gw_upstream {
+    _Atomic long refs; /* one per snapshot that has it */
+    sl_slab_t mem;     /* everything below that is not said otherwise; the object itself too */
     char *name;
     gw_backend_t *backends;
     size_t n_backends;
@@ -87,12 +96,17 @@ struct gw_upstream {
     char *discovery_file; /* NULL: no file discovery */
     uint64_t discovery_interval_ms;
     gw_upstream_state_t *state;
+    bool reusable; /* the next snapshot may take it over when its text is the same (not when
+                    * files are read for it, nor when dns.watch rewrites its backends) */
 };
 
-/* Parses one backend entry ("ip:port", "name:port", "unix:/p", {address, weight}). */
-int gw_backend_parse(const cJSON *v, const char *path, gw_backend_t *out, sl_error_t *err);
+/* Parses one backend entry ("ip:port", "name:port", "unix:/p", {address, weight}). Its strings
+ * go to mem (an upstream's slab), or are malloc'd when mem is NULL (free those with
+ * gw_backend_free). */
+int gw_backend_parse(const cJSON *v, const char *path, sl_slab_t *mem, gw_backend_t *out,
+                     sl_error_t *err);
 void gw_backend_free(gw_backend_t *b);
-/* Computes the rotation of u's backends (call after filling them). */
+/* Computes the rotation of u's backends (call after filling them; the sequence goes to u->mem). */
 void gw_upstream_build_rotation(gw_upstream_t *u);
 /* Picks the next backend by smooth weighted round robin; NULL when there is none. */
 const gw_backend_t *gw_upstream_pick(gw_upstream_t *u);
@@ -144,10 +158,11 @@ typedef struct gw_respond {
 } gw_respond_t;
 
 struct gw_route {
-    char *name;   /* "routes[3]" when none was given */
-    size_t index; /* file order */
-    char *host;   /* NULL: any host; "*.example.com": one-label wildcard */
-    char *path;   /* "/": everything (prefix) */
+    _Atomic long refs; /* one per snapshot that has it */
+    sl_slab_t mem;     /* the route and its strings (filter states and regex are apart) */
+    char *name;        /* "routes[3]" when none was given */
+    char *host;        /* NULL: any host; "*.example.com": one-label wildcard */
+    char *path;        /* "/": everything (prefix) */
     gw_path_type_t path_type;
     void *regex;      /* pcre2_code * for GW_PATH_REGEX */
     uint32_t methods; /* bit mask of gw_method_bit(); 0: any */
@@ -215,6 +230,24 @@ typedef struct gw_listener {
 
 /* ---- the snapshot ------------------------------------------------------------------------ */
 
+/* A part of a snapshot's text. */
+typedef struct gw_span {
+    size_t off, len;
+} gw_span_t;
+
+/* An upstream or route of a snapshot with its canonical text, where the next snapshot looks
+ * for what it can take over. */
+typedef struct gw_unit {
+    void *obj;      /* gw_upstream_t * or gw_route_t * */
+    gw_span_t text; /* in the snapshot's text */
+    /* The mappings whose order a parser may keep (filter and respond headers, ...) were already
+     * in canonical order: the object is what a parse of the canonical text gives. */
+    bool ordered;
+} gw_unit_t;
+
+/* Number of gw_top_keys. */
+#define GW_TOP_KEYS 7
+
 struct gw_config {
     _Atomic long refs;
     uint64_t generation;
@@ -233,8 +266,16 @@ struct gw_config {
     sl_dns_options_t dns; /* the resolvers' options (dns.*; servers point to dns_servers) */
     gw_cert_t *certs;     /* the dynamic `certificates`, for every TLS listener */
     size_t n_certs;
-    struct sl_hmap *upstream_index; /* name -> gw_upstream_t* */
-    cJSON *json;                    /* the effective document, canonical (GET /config) */
+    /* The effective document (the gateway's keys as given), canonical JSON: what GET /config
+     * shows and the hash covers. top[k] is the value of gw_top_keys[k] in it (len 0: absent). */
+    char *text;
+    size_t text_len;
+    gw_span_t top[GW_TOP_KEYS];
+    gw_unit_t *upstream_units;      /* parallel to upstreams */
+    gw_unit_t *route_units;         /* parallel to routes */
+    struct sl_hmap *upstream_index; /* name -> gw_unit_t* */
+    struct sl_hmap *route_index;    /* name ("routes[3]" when none) -> gw_unit_t*, the first */
+    sl_slab_t mem;                  /* the arrays and indexes above */
     char hash[65];                  /* sha256 of the canonical dynamic part as last applied whole */
 };
 
@@ -242,13 +283,29 @@ struct gw_config {
 extern const char *const gw_top_keys[];
 
 /* Parses a whole config tree (process keys are checked by sl_server_conf; here only the
- * gateway part). Takes ownership of root (it becomes the snapshot's document, without copying
- * 10,000 routes twice). On error returns SL_ECONFIG with the key path in err. */
+ * gateway part). Takes ownership of root. On error returns SL_ECONFIG with the key path in err. */
 int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err);
-/* Replaces u's backends from a JSON list (at least one entry). */
+
+typedef struct gw_build_opts {
+    /* The running snapshot (or NULL): its upstreams and routes whose canonical text (and, for a
+     * route, upstream) is the same are shared instead of parsed again. prev is not changed,
+     * whatever the outcome. */
+    const gw_config_t *prev;
+    /* When set, the new snapshot's hash (64 hex digits and NUL), not computed. */
+    const char *keep_hash;
+} gw_build_opts_t;
+
+/* gw_config_parse with options (o may be NULL). */
+int gw_config_build(cJSON *root, const gw_build_opts_t *o, gw_config_t **out, sl_error_t *err);
+/* The snapshot's document as a tree (caller frees): all of it, or only the keys of gw_top_keys
+ * that are not in gw_dynamic_keys (listeners, admin, dns). */
+cJSON *gw_config_doc(const gw_config_t *c, bool static_only);
+/* Replaces u's backends from a JSON list (at least one entry). Only for an upstream no
+ * published snapshot has yet. */
 int gw_upstream_set_backends(gw_upstream_t *u, const cJSON *list, const char *path,
                              sl_error_t *err);
-/* sha256 (hex) of a document's canonical JSON (sorted keys, no spaces). */
+/* sha256 (hex) of a document's compact JSON as cJSON_PrintUnformatted writes it (the watcher
+ * passes canonical documents: sorted keys, no spaces); the text is streamed, never held. */
 void gw_config_hash_json(const cJSON *doc, char out[65]);
 /* Keys a PUT /config may carry (the rest needs a restart or hot upgrade). */
 extern const char *const gw_dynamic_keys[];

@@ -18,6 +18,7 @@
 #include "gateway/gateway.h"
 #include "util/hmap.h"
 #include "util/mem.h"
+#include "util/slab.h"
 
 typedef struct route_list {
     gw_route_t **items;
@@ -25,17 +26,37 @@ typedef struct route_list {
 } route_list_t;
 
 typedef struct host_group {
-    sl_hmap_t exact;  /* path -> route_list_t* */
-    sl_hmap_t prefix; /* normalized prefix -> route_list_t* */
+    uint64_t seed; /* mixed into the hash of its paths (the tables hold every group's) */
     size_t max_prefix_depth;
+    bool exact, prefix; /* has some */
     route_list_t regex;
 } host_group_t;
 
+/* Exact paths, or prefixes, of every group in one table keyed by (group, path): a router is a
+ * few arrays however many hosts it serves. */
+typedef struct path_entry {
+    const host_group_t *g; /* NULL: free slot */
+    const char *path;
+    size_t len;
+    uint64_t hash;
+    route_list_t routes;
+} path_entry_t;
+
+typedef struct path_table {
+    path_entry_t *slots;
+    size_t mask;
+} path_table_t;
+
+/* Everything of a router lives in its slab (built and freed in a few allocations); keys point
+ * into the routes, which the snapshot keeps as long as its router. */
 struct gw_router {
+    sl_slab_t mem;       /* the router itself too */
     sl_hmap_t hosts;     /* lowercase host -> host_group_t* */
     sl_hmap_t wildcards; /* lowercase ".example.com" -> host_group_t* */
     host_group_t *any;
     bool have_any;
+    path_table_t exact, prefix;
+    uint64_t n_groups;
 };
 
 static const char *const method_names[] = {
@@ -50,50 +71,75 @@ uint32_t gw_method_bit(const char *m, size_t len)
     return 0;
 }
 
-static void list_add(route_list_t *l, gw_route_t *r)
+static void list_add(sl_slab_t *mem, route_list_t *l, gw_route_t *r)
 {
-    if (l->n == l->cap) {
-        l->cap = l->cap ? l->cap * 2 : 2;
-        l->items = sl_xrealloc(l->items, l->cap * sizeof(*l->items));
+    if (l->n == l->cap) { /* most lists hold one route: the old array stays in the slab */
+        l->cap = l->cap ? l->cap * 2 : 1;
+        gw_route_t **items = sl_slab_alloc(mem, l->cap * sizeof(*items));
+        if (l->n)
+            memcpy(items, l->items, l->n * sizeof(*items));
+        l->items = items;
     }
     l->items[l->n++] = r;
 }
 
-static route_list_t *list_at(sl_hmap_t *m, const char *key, size_t len)
+static void table_init(sl_slab_t *mem, path_table_t *t, size_t n)
 {
-    void **slot = sl_hmap_put(m, key, len);
-    if (!*slot)
-        *slot = sl_xcalloc(1, sizeof(route_list_t));
-    return *slot;
+    size_t cap = 16;
+    while (cap * 3 < n * 4)
+        cap *= 2;
+    t->slots = n ? sl_slab_calloc(mem, cap, sizeof(*t->slots)) : NULL;
+    t->mask = cap - 1;
 }
 
-static void free_lists(sl_hmap_t *m)
+static uint64_t path_hash(const host_group_t *g, const char *path, size_t len)
 {
-    for (size_t i = 0; i < m->cap; i++) {
-        route_list_t *l = m->slots[i].value;
-        if (m->slots[i].key && l) {
-            free(l->items);
-            free(l);
-        }
+    return sl_hash_bytes(path, len) ^ g->seed;
+}
+
+/* The entry of (g, path), or the free slot where it goes. Tables are sized for every route up
+ * front: there is always a free slot. */
+static path_entry_t *table_find(const path_table_t *t, const host_group_t *g, const char *path,
+                                size_t len, uint64_t h)
+{
+    for (size_t i = h & t->mask;; i = (i + 1) & t->mask) {
+        path_entry_t *e = &t->slots[i];
+        if (!e->g || (e->hash == h && e->g == g && e->len == len && !memcmp(e->path, path, len)))
+            return e;
     }
-    sl_hmap_free(m);
 }
 
-static void group_free(host_group_t *g)
+static const route_list_t *table_get(const path_table_t *t, const host_group_t *g, const char *path,
+                                     size_t len)
 {
-    if (!g)
-        return;
-    free_lists(&g->exact);
-    free_lists(&g->prefix);
-    free(g->regex.items);
-    free(g);
+    if (!t->slots)
+        return NULL;
+    path_entry_t *e = table_find(t, g, path, len, path_hash(g, path, len));
+    return e->g ? &e->routes : NULL;
 }
 
-static host_group_t *group_at(sl_hmap_t *m, const char *key, size_t len)
+static void table_add(sl_slab_t *mem, path_table_t *t, const host_group_t *g, const char *path,
+                      size_t len, gw_route_t *r)
+{
+    uint64_t h = path_hash(g, path, len);
+    path_entry_t *e = table_find(t, g, path, len, h);
+    if (!e->g)
+        *e = (path_entry_t){.g = g, .path = path, .len = len, .hash = h};
+    list_add(mem, &e->routes, r);
+}
+
+static host_group_t *group_new(gw_router_t *r)
+{
+    host_group_t *g = sl_slab_calloc(&r->mem, 1, sizeof(*g));
+    g->seed = ++r->n_groups * 0x9E3779B97F4A7C15ull;
+    return g;
+}
+
+static host_group_t *group_at(gw_router_t *r, sl_hmap_t *m, const char *key, size_t len)
 {
     void **slot = sl_hmap_put(m, key, len);
     if (!*slot)
-        *slot = sl_xcalloc(1, sizeof(host_group_t));
+        *slot = group_new(r);
     return *slot;
 }
 
@@ -113,69 +159,80 @@ static size_t path_depth(const char *p, size_t len)
     return d;
 }
 
-static void group_add(host_group_t *g, gw_route_t *r)
+static void group_add(gw_router_t *rt, host_group_t *g, gw_route_t *r)
 {
     size_t len = strlen(r->path);
     switch (r->path_type) {
     case GW_PATH_EXACT:
-        list_add(list_at(&g->exact, r->path, len), r);
+        table_add(&rt->mem, &rt->exact, g, r->path, len, r);
+        g->exact = true;
         break;
     case GW_PATH_PREFIX: {
         size_t n = prefix_norm_len(r->path, len);
-        list_add(list_at(&g->prefix, r->path, n), r);
+        table_add(&rt->mem, &rt->prefix, g, r->path, n, r);
+        g->prefix = true;
         size_t depth = path_depth(r->path, n);
         if (depth > g->max_prefix_depth)
             g->max_prefix_depth = depth;
         break;
     }
     case GW_PATH_REGEX:
-        list_add(&g->regex, r);
+        list_add(&rt->mem, &g->regex, r);
         break;
     }
-}
-
-static void free_groups(sl_hmap_t *m)
-{
-    for (size_t i = 0; i < m->cap; i++)
-        if (m->slots[i].key)
-            group_free(m->slots[i].value);
-    sl_hmap_free(m);
 }
 
 void gw_router_free(gw_router_t *r)
 {
     if (!r)
         return;
-    free_groups(&r->hosts);
-    free_groups(&r->wildcards);
-    group_free(r->any);
-    free(r);
+    sl_slab_t mem = r->mem; /* r lives in it */
+    sl_slab_free(&mem);
 }
 
 gw_router_t *gw_router_build(gw_route_t **routes, size_t n, sl_error_t *err)
 {
-    gw_router_t *r = sl_xcalloc(1, sizeof(*r));
-    r->any = sl_xcalloc(1, sizeof(host_group_t));
-    char lower[256];
+    sl_slab_t mem;
+    sl_slab_init(&mem, 4096 + n * 64);
+    gw_router_t *r = sl_slab_calloc(&mem, 1, sizeof(*r));
+    r->mem = mem;
+    sl_hmap_init_borrowed(&r->hosts, &r->mem);
+    sl_hmap_init_borrowed(&r->wildcards, &r->mem);
+    size_t n_exact = 0, n_prefix = 0;
+    for (size_t i = 0; i < n; i++) {
+        n_exact += routes[i]->path_type == GW_PATH_EXACT;
+        n_prefix += routes[i]->path_type == GW_PATH_PREFIX;
+    }
+    table_init(&r->mem, &r->exact, n_exact);
+    table_init(&r->mem, &r->prefix, n_prefix);
+    r->any = group_new(r);
     for (size_t i = 0; i < n; i++) {
         gw_route_t *rt = routes[i];
         if (!rt->host) {
-            group_add(r->any, rt);
+            group_add(r, r->any, rt);
             r->have_any = true;
             continue;
         }
         size_t len = strlen(rt->host);
-        if (len >= sizeof(lower)) {
+        if (len >= 256) {
             gw_router_free(r);
             sl_error_set(err, SL_ECONFIG, "%s.match.host: too long", rt->name);
             return NULL;
         }
+        /* The key is the route's host unless it has capitals (then a lowercase copy). */
+        const char *key = rt->host;
         for (size_t k = 0; k < len; k++)
-            lower[k] = (char)tolower((unsigned char)rt->host[k]);
-        if (len > 2 && lower[0] == '*' && lower[1] == '.')
-            group_add(group_at(&r->wildcards, lower + 1, len - 1), rt);
+            if (rt->host[k] != (char)tolower((unsigned char)rt->host[k])) {
+                char *lower = sl_slab_strndup(&r->mem, rt->host, len);
+                for (size_t j = 0; j < len; j++)
+                    lower[j] = (char)tolower((unsigned char)lower[j]);
+                key = lower;
+                break;
+            }
+        if (len > 2 && key[0] == '*' && key[1] == '.')
+            group_add(r, group_at(r, &r->wildcards, key + 1, len - 1), rt);
         else
-            group_add(group_at(&r->hosts, lower, len), rt);
+            group_add(r, group_at(r, &r->hosts, key, len), rt);
     }
     return r;
 }
@@ -204,20 +261,21 @@ static gw_route_t *first_ok(const route_list_t *l, uint32_t mbit, const sl_heade
     return NULL;
 }
 
-static gw_route_t *match_group(const host_group_t *g, sl_str_t path, uint32_t mbit,
-                               const sl_headers_t *headers)
+static gw_route_t *match_group(const gw_router_t *rt, const host_group_t *g, sl_str_t path,
+                               uint32_t mbit, const sl_headers_t *headers)
 {
-    gw_route_t *r = first_ok(sl_hmap_get(&g->exact, path.ptr, path.len), mbit, headers);
+    gw_route_t *r =
+        g->exact ? first_ok(table_get(&rt->exact, g, path.ptr, path.len), mbit, headers) : NULL;
     if (r)
         return r;
-    if (g->prefix.n) {
+    if (g->prefix) {
         /* Longest first: the whole path, then cut at each '/' from the right. A prefix ends
          * at an element boundary: "/foo" matches "/foo" and "/foo/x", never "/foobar". */
         size_t len = prefix_norm_len(path.ptr, path.len);
         size_t depth = path_depth(path.ptr, len);
         while (len > 0) {
             if (depth <= g->max_prefix_depth) {
-                r = first_ok(sl_hmap_get(&g->prefix, path.ptr, len), mbit, headers);
+                r = first_ok(table_get(&rt->prefix, g, path.ptr, len), mbit, headers);
                 if (r)
                     return r;
             }
@@ -231,14 +289,14 @@ static gw_route_t *match_group(const host_group_t *g, sl_str_t path, uint32_t mb
         }
     }
     for (size_t i = 0; i < g->regex.n; i++) {
-        gw_route_t *rt = g->regex.items[i];
-        if (!conditions_hold(rt, mbit, headers))
+        gw_route_t *re = g->regex.items[i];
+        if (!conditions_hold(re, mbit, headers))
             continue;
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(rt->regex, NULL);
-        int rc = pcre2_match(rt->regex, (PCRE2_SPTR)path.ptr, path.len, 0, 0, md, NULL);
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re->regex, NULL);
+        int rc = pcre2_match(re->regex, (PCRE2_SPTR)path.ptr, path.len, 0, 0, md, NULL);
         pcre2_match_data_free(md);
         if (rc >= 0)
-            return rt;
+            return re;
     }
     return NULL;
 }
@@ -321,14 +379,14 @@ gw_route_t *gw_router_match(const gw_router_t *r, sl_str_t host, sl_str_t path, 
         while (n && h[n - 1] == '.')
             n--; /* "example.com." is "example.com" */
         host_group_t *g = sl_hmap_get(&r->hosts, h, n);
-        if (g && (rt = match_group(g, path, mbit, headers)))
+        if (g && (rt = match_group(r, g, path, mbit, headers)))
             return rt;
         const char *dot = memchr(h, '.', n);
         if (dot && r->wildcards.n) {
             g = sl_hmap_get(&r->wildcards, dot, n - (size_t)(dot - h));
-            if (g && (rt = match_group(g, path, mbit, headers)))
+            if (g && (rt = match_group(r, g, path, mbit, headers)))
                 return rt;
         }
     }
-    return r->have_any ? match_group(r->any, path, mbit, headers) : NULL;
+    return r->have_any ? match_group(r, r->any, path, mbit, headers) : NULL;
 }

@@ -538,7 +538,8 @@ static void sync_watches(gw_dns_t *d, const gw_config_t *c)
 }
 
 /* One backend per address of a watched name, with the name's weight and port. */
-static void expand_name(const gw_backend_t *b, const watched_t *n, gw_backend_t *out)
+static void expand_name(gw_upstream_t *u, const gw_backend_t *b, const watched_t *n,
+                        gw_backend_t *out)
 {
     for (size_t i = 0; i < n->n; i++) {
         gw_backend_t *e = &out[i];
@@ -549,13 +550,15 @@ static void expand_name(const gw_backend_t *b, const watched_t *n, gw_backend_t 
         sl_sockaddr_ip_str(&e->addr, ip, sizeof(ip));
         snprintf(text, sizeof(text), e->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
                  (unsigned)b->port);
-        e->address = sl_xstrdup(text);
-        e->host = sl_xstrdup(b->host);
+        e->address = sl_slab_strdup(&u->mem, text);
+        e->host = b->host; /* both in u's slab */
         e->port = b->port;
         e->weight = b->weight;
     }
 }
 
+/* u is the new snapshot's own (a watched upstream is never shared between snapshots): its
+ * backends can be replaced before it is published. */
 static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
 {
     size_t total = 0;
@@ -568,18 +571,17 @@ static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
     }
     if (!any)
         return;
-    gw_backend_t *out = sl_xcalloc(total, sizeof(*out));
+    gw_backend_t *out = sl_slab_calloc(&u->mem, total, sizeof(*out));
     size_t j = 0;
     for (size_t k = 0; k < u->n_backends; k++) {
         gw_backend_t *b = &u->backends[k];
         const watched_t *n = is_unresolved(b) ? find_watched(d, b->host, u->dns_family) : NULL;
         if (n && n->n) {
-            expand_name(b, n, &out[j]);
+            expand_name(u, b, n, &out[j]);
             j += n->n;
-            gw_backend_free(b);
             continue;
         }
-        /* Moved as it is (its strings change owner). */
+        /* Kept as it is (the strings stay in u's slab). */
         out[j].address = b->address;
         out[j].host = b->host;
         memcpy(&out[j].addr, &b->addr, sizeof(b->addr));
@@ -588,8 +590,7 @@ static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
         out[j].port = b->port;
         j++;
     }
-    free(u->backends);
-    u->backends = out;
+    u->backends = out; /* the old array stays in the slab until u goes */
     u->n_backends = total;
     gw_upstream_build_rotation(u);
 }
@@ -613,12 +614,13 @@ static void on_rebuild(uv_timer_t *t)
     gateway_t *gw = d->gw;
     gw_config_t *c = NULL;
     sl_error_t err = {0};
-    if (gw_config_parse(cJSON_Duplicate(gw->current->json, 1), &c, &err) != 0) {
+    /* Only the watched upstreams (never taken over) and their routes are built anew. */
+    gw_build_opts_t opts = {.prev = gw->current, .keep_hash = gw->current->hash};
+    if (gw_config_build(gw_config_doc(gw->current, false), &opts, &c, &err) != 0) {
         atomic_fetch_add(&gw->reloads_failed, 1);
         SL_ERROR("new addresses not applied: the configuration does not load again: %s", err.msg);
         return;
     }
-    memcpy(c->hash, gw->current->hash, sizeof(c->hash));
     atomic_fetch_add(&gw->reloads_ok, 1); /* a backends-only change, as discovery's */
     gw_publish(gw, c, "DNS");
 }

@@ -11,7 +11,7 @@
 static int parse_backend(const char *text, gw_backend_t *b, sl_error_t *err)
 {
     cJSON *v = cJSON_CreateString(text);
-    int rc = gw_backend_parse(v, "b", b, err);
+    int rc = gw_backend_parse(v, "b", NULL, b, err);
     cJSON_Delete(v);
     return rc;
 }
