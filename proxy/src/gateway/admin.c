@@ -11,7 +11,9 @@
 #include "core/core.h"
 #include "gateway/runtime.h"
 #include "util/cfg.h"
+#include "util/jmem.h"
 #include "util/mem.h"
+#include "util/slab.h"
 
 #define SL_LOG_TAG "admin"
 #include "sluice/log.h"
@@ -60,6 +62,7 @@ struct admin_conn {
     size_t ctype_len;
     char *body;
     size_t body_len, body_cap;
+    bool body_pooled; /* from sl_pool_alloc (a big configuration) */
     size_t head_bytes;
     bool too_large, done, closing, writing, discarding, expect_continue;
     char *pending; /* pipelined bytes read while an answer was being written */
@@ -71,6 +74,8 @@ struct admin_conn {
 enum { H_NONE, H_AUTH, H_CTYPE, H_EXPECT };
 
 static void conn_close(admin_conn_t *c);
+static void body_reserve(admin_conn_t *c, size_t cap);
+static void body_free(admin_conn_t *c);
 static void on_idle(uv_timer_t *t);
 static void feed_pending(admin_conn_t *c);
 
@@ -211,8 +216,14 @@ static void put_config(admin_conn_t *c)
     gateway_t *gw = c->admin->gw;
     sl_error_t err = {0};
     uint64_t t0 = uv_hrtime();
+    /* The body's trees live and die in the change: allocated in bulk (util/jmem.h). */
+    sl_jmem_scope_t scope;
+    sl_jmem_begin(&scope, c->body_len * 8);
     cJSON *root = parse_body(c, &err);
-    if (root && gw_apply_json(gw, root, "PUT /config", &err) == 0) { /* takes root */
+    bool parsed = root != NULL;
+    int rc = parsed ? gw_apply_json(gw, root, "PUT /config", &err) : SL_ECONFIG; /* takes root */
+    sl_jmem_end(&scope);
+    if (rc == 0) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddBoolToObject(j, "applied", true);
         cJSON_AddStringToObject(j, "hash", gw->current->hash);
@@ -222,7 +233,7 @@ static void put_config(admin_conn_t *c)
         respond_json(c, 200, j, NULL);
         cJSON_Delete(j);
     } else {
-        if (!root)
+        if (!parsed)
             atomic_fetch_add(&gw->reloads_failed, 1);
         respond_error(c, 400, err.msg, NULL);
     }
@@ -271,8 +282,13 @@ static void put_backends(admin_conn_t *c, const char *name)
 {
     gateway_t *gw = c->admin->gw;
     sl_error_t err = {0};
+    /* The running configuration is parsed again from its text: in bulk (util/jmem.h). */
+    sl_jmem_scope_t scope;
+    sl_jmem_begin(&scope, gw->current->text_len * 8);
     cJSON *root = parse_body(c, &err);
     int rc = root ? gw_set_backends(gw, name, root, "PUT /upstreams", &err) : SL_ECONFIG;
+    cJSON_Delete(root);
+    sl_jmem_end(&scope);
     if (rc == 0) {
         cJSON *j = cJSON_CreateObject();
         cJSON_AddBoolToObject(j, "applied", true);
@@ -287,7 +303,6 @@ static void put_backends(admin_conn_t *c, const char *name)
                                            : 400,
                       err.msg, NULL);
     }
-    cJSON_Delete(root);
 }
 
 static void route_request(admin_conn_t *c)
@@ -424,6 +439,8 @@ static int on_headers_complete(llhttp_t *p)
         c->too_large = true;
         return HPE_USER;
     }
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > c->body_cap)
+        body_reserve(c, (size_t)p->content_length); /* at once, not through ten reallocs */
     if (c->expect_continue && ((p->flags & F_CHUNKED) || p->content_length)) {
         /* curl waits a second for this before sending a large body */
         static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -431,6 +448,38 @@ static int on_headers_complete(llhttp_t *p)
         uv_try_write(&c->h.stream, &b, 1);
     }
     return 0;
+}
+
+static void body_free(admin_conn_t *c)
+{
+    if (c->body_pooled)
+        sl_pool_free(c->body);
+    else
+        free(c->body);
+    c->body = NULL;
+    c->body_cap = 0;
+    c->body_pooled = false;
+}
+
+/* Room for cap bytes of body (what is in it is kept). A big one (a configuration of thousands
+ * of routes) comes from the block pool: recycled memory, not fresh pages. */
+static void body_reserve(admin_conn_t *c, size_t cap)
+{
+    if (cap < SL_SLAB_BLOCK / 2 && !c->body_pooled) {
+        c->body = sl_xrealloc(c->body, cap);
+        c->body_cap = cap;
+        return;
+    }
+    size_t got;
+    char *body = sl_pool_alloc(cap, &got);
+    if (c->body_len)
+        memcpy(body, c->body, c->body_len);
+    size_t len = c->body_len;
+    body_free(c);
+    c->body = body;
+    c->body_cap = got;
+    c->body_len = len;
+    c->body_pooled = true;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -444,8 +493,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         size_t cap = c->body_cap ? c->body_cap : 4096;
         while (cap < c->body_len + len)
             cap *= 2;
-        c->body = sl_xrealloc(c->body, cap);
-        c->body_cap = cap;
+        body_reserve(c, cap);
     }
     memcpy(c->body + c->body_len, at, len);
     c->body_len += len;
@@ -482,9 +530,8 @@ static void reset_request(admin_conn_t *c)
     c->url[0] = '\0';
     c->hdr = H_NONE;
     c->expect_continue = false;
-    free(c->body);
-    c->body = NULL;
-    c->body_len = c->body_cap = 0;
+    body_free(c);
+    c->body_len = 0;
     c->head_bytes = 0;
     c->done = false;
 }
@@ -495,7 +542,7 @@ static void on_conn_closed(uv_handle_t *h)
 {
     admin_conn_t *c = h->data;
     if (--c->pending_close == 0) {
-        free(c->body);
+        body_free(c);
         free(c->pending);
         free(c);
     }

@@ -312,27 +312,61 @@ static int get_str_in(sl_slab_t *mem, const cJSON *obj, const char *path, const 
     return rc;
 }
 
-/* A new upstream in a slab of its own sized for about `hint` more bytes; one reference. */
-static gw_upstream_t *upstream_new(size_t hint)
+/* ---- generations: the memory of what one build made ------------------------------------- */
+
+/* Small first (most changes make one or two objects); a big build grows into blocks. */
+static gw_gen_t *gen_new(void)
 {
     sl_slab_t mem;
-    sl_slab_init(&mem, sizeof(gw_upstream_t) + hint);
-    gw_upstream_t *u = sl_slab_calloc(&mem, 1, sizeof(*u));
-    u->mem = mem;
+    sl_slab_init(&mem, 4096);
+    gw_gen_t *g = sl_slab_calloc(&mem, 1, sizeof(*g));
+    g->mem = mem;
+    atomic_init(&g->refs, 1);
+    return g;
+}
+
+static void gen_release(gw_gen_t *g)
+{
+    if (atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
+        sl_slab_t mem = g->mem; /* g lives in it */
+        sl_slab_free(&mem);
+    }
+}
+
+/* A new object in g (zeroed, one reference). */
+static void *gen_object(gw_gen_t *g, size_t size)
+{
+    atomic_fetch_add_explicit(&g->refs, 1, memory_order_relaxed);
+    g->made++;
+    return sl_slab_calloc(&g->mem, 1, size);
+}
+
+/* Most of g's objects are gone: those left are parsed again rather than shared, so g goes too
+ * instead of being kept by a few (memory stays within about four times what is in use). */
+static bool gen_sparse(gw_gen_t *g)
+{
+    long live = atomic_load_explicit(&g->refs, memory_order_relaxed);
+    return g->made >= 64 && live * 4 < g->made;
+}
+
+/* ---- upstreams (continued) ------------------------------------------------------------------ */
+
+static gw_upstream_t *upstream_new(gw_gen_t *g)
+{
+    gw_upstream_t *u = gen_object(g, sizeof(*u));
+    u->gen = g;
     atomic_init(&u->refs, 1);
     return u;
 }
 
-/* Drops one snapshot's reference (on a worker thread when that snapshot's last request ended:
- * a few frees). */
+/* Drops one snapshot's reference (on a worker thread when that snapshot's last request ended). */
 static void upstream_release(gw_upstream_t *u)
 {
     if (!u || atomic_fetch_sub_explicit(&u->refs, 1, memory_order_acq_rel) != 1)
         return;
     state_release(u->state);
     gw_tunnel_free(u->tunnel); /* malloc'd apart: it holds credentials, wiped when freed */
-    sl_slab_t mem = u->mem;    /* u lives in it */
-    sl_slab_free(&mem);
+    gen_release(u->gen);
 }
 
 /* What a parse of this upstream reads besides its text makes it unfit for reuse: files (the
@@ -349,12 +383,12 @@ static int parse_backends(gw_upstream_t *u, const cJSON *list, const char *path,
         return sl_error_set(err, SL_ECONFIG, "%s: expected a list of backends, got %s", path,
                             sl__cfg_type_name(list));
     size_t n = (size_t)cJSON_GetArraySize(list), i = 0;
-    u->backends = sl_slab_calloc(&u->mem, n ? n : 1, sizeof(gw_backend_t));
+    u->backends = sl_slab_calloc(&u->gen->mem, n ? n : 1, sizeof(gw_backend_t));
     u->n_backends = 0;
     for (const cJSON *b = list->child; b; b = b->next, i++) {
         char p[SL_CFG_PATH_MAX];
         sl__cfg_path_index(p, sizeof(p), path, i);
-        int rc = gw_backend_parse(b, p, &u->mem, &u->backends[u->n_backends], err);
+        int rc = gw_backend_parse(b, p, &u->gen->mem, &u->backends[u->n_backends], err);
         if (rc)
             return rc;
         u->n_backends++;
@@ -381,16 +415,16 @@ static int parse_upstream_tls(gw_upstream_t *u, const cJSON *up, const char *pat
         return 0;
     char p[SL_CFG_PATH_MAX];
     sl__cfg_path_key(p, sizeof(p), path, "tls");
-    gw_upstream_tls_t *t = u->tls = sl_slab_calloc(&u->mem, 1, sizeof(*t));
+    gw_upstream_tls_t *t = u->tls = sl_slab_calloc(&u->gen->mem, 1, sizeof(*t));
     t->verify = true;
     if (cJSON_IsTrue(v))
         return 0;
     int rc = sl__cfg_check_keys(v, p, upstream_tls_keys, err);
-    if (rc || (rc = get_str_in(&u->mem, v, p, "sni", false, &t->sni, err)) ||
+    if (rc || (rc = get_str_in(&u->gen->mem, v, p, "sni", false, &t->sni, err)) ||
         (rc = sl__cfg_get_bool(v, p, "verify", &t->verify, err)) ||
-        (rc = get_str_in(&u->mem, v, p, "ca", false, &t->ca, err)) ||
-        (rc = get_str_in(&u->mem, v, p, "cert", false, &t->cert, err)) ||
-        (rc = get_str_in(&u->mem, v, p, "key", false, &t->key, err)))
+        (rc = get_str_in(&u->gen->mem, v, p, "ca", false, &t->ca, err)) ||
+        (rc = get_str_in(&u->gen->mem, v, p, "cert", false, &t->cert, err)) ||
+        (rc = get_str_in(&u->gen->mem, v, p, "key", false, &t->key, err)))
         return rc;
     if (t->sni && !valid_host(t->sni, false))
         return sl_error_set(err, SL_ECONFIG, "%s.sni: \"%s\" is not a host name", p, t->sni);
@@ -409,8 +443,7 @@ static int parse_upstream_tls(gw_upstream_t *u, const cJSON *up, const char *pat
     return 0;
 }
 
-/* hint: the length of its text (the slab's first chunk is sized from it). */
-static int parse_upstream(const cJSON *v, const char *name, size_t hint, gw_upstream_t **out,
+static int parse_upstream(gw_gen_t *g, const cJSON *v, const char *name, gw_upstream_t **out,
                           sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
@@ -421,12 +454,9 @@ static int parse_upstream(const cJSON *v, const char *name, size_t hint, gw_upst
     if (!*name || strlen(name) > 128)
         return sl_error_set(err, SL_ECONFIG, "%s: an upstream name must have 1 to 128 characters",
                             p);
-    /* Backends (about 200 bytes each) take most of it. */
-    const cJSON *bl = cJSON_GetObjectItemCaseSensitive(v, "backends");
-    size_t nb = cJSON_IsArray(bl) ? (size_t)cJSON_GetArraySize(bl) : 0;
-    gw_upstream_t *u = upstream_new(hint + 64 + nb * (sizeof(gw_backend_t) + 8));
+    gw_upstream_t *u = upstream_new(g);
     *out = u;
-    u->name = sl_slab_strdup(&u->mem, name);
+    u->name = sl_slab_strdup(&u->gen->mem, name);
     u->lb = GW_LB_ROUND_ROBIN;
     const char *lb = NULL, *proto = NULL;
     rc = sl__cfg_get_strv(v, p, "lb", false, &lb, err);
@@ -447,7 +477,7 @@ static int parse_upstream(const cJSON *v, const char *name, size_t hint, gw_upst
             rc = sl_error_set(err, SL_ECONFIG,
                               "%s.protocol: unknown value \"%s\" (http1, h2, h2c, grpc)", p, proto);
     }
-    if (rc || (rc = get_str_in(&u->mem, v, p, "host", false, &u->host, err)) ||
+    if (rc || (rc = get_str_in(&u->gen->mem, v, p, "host", false, &u->host, err)) ||
         (rc = get_timeouts(v, p, &u->timeouts, err)) || (rc = parse_upstream_tls(u, v, p, err)) ||
         (rc = gw_upstream_dns_parse(u, v, p, err)))
         return rc;
@@ -465,7 +495,7 @@ static int parse_upstream(const cJSON *v, const char *name, size_t hint, gw_upst
         sl__cfg_path_key(dp, sizeof(dp), p, "discovery");
         u->discovery_interval_ms = 1000;
         if ((rc = sl__cfg_check_keys(disc, dp, discovery_keys, err)) ||
-            (rc = get_str_in(&u->mem, disc, dp, "file", false, &u->discovery_file, err)) ||
+            (rc = get_str_in(&u->gen->mem, disc, dp, "file", false, &u->discovery_file, err)) ||
             (rc = sl__cfg_get_duration_ms(disc, dp, "interval", &u->discovery_interval_ms, err)))
             return rc;
         if (!u->discovery_file)
@@ -512,13 +542,13 @@ static gw_upstream_t *take_upstream(const gw_config_t *c, const gw_config_t *pre
     if (!old || !old->ordered || !same_text(c, unit, prev, old))
         return NULL;
     gw_upstream_t *u = old->obj;
-    if (!u->reusable)
+    if (!u->reusable || gen_sparse(u->gen))
         return NULL;
     atomic_fetch_add_explicit(&u->refs, 1, memory_order_relaxed);
     return u;
 }
 
-static int parse_upstreams(gw_config_t *c, const cJSON *root, const gw_config_t *prev,
+static int parse_upstreams(gw_config_t *c, const cJSON *root, const gw_config_t *prev, gw_gen_t *g,
                            sl_error_t *err)
 {
     const cJSON *us = cJSON_GetObjectItemCaseSensitive(root, "upstreams");
@@ -534,7 +564,7 @@ static int parse_upstreams(gw_config_t *c, const cJSON *root, const gw_config_t 
     for (const cJSON *u = us->child; u; u = u->next, i++) {
         gw_unit_t *unit = &c->upstream_units[i]; /* its text: write_text */
         gw_upstream_t *up = take_upstream(c, prev, u->string, unit);
-        int rc = up ? 0 : parse_upstream(u, u->string, unit->text.len, &up, err);
+        int rc = up ? 0 : parse_upstream(g, u, u->string, &up, err);
         unit->obj = up;
         c->upstreams[c->n_upstreams++] = up;
         if (rc)
@@ -552,12 +582,10 @@ gw_upstream_t *gw_config_upstream(const gw_config_t *c, const char *name)
 
 /* ---- routes ------------------------------------------------------------------------------ */
 
-static gw_route_t *route_new(size_t hint)
+static gw_route_t *route_new(gw_gen_t *g)
 {
-    sl_slab_t mem;
-    sl_slab_init(&mem, sizeof(gw_route_t) + hint);
-    gw_route_t *r = sl_slab_calloc(&mem, 1, sizeof(*r));
-    r->mem = mem;
+    gw_route_t *r = gen_object(g, sizeof(*r));
+    r->gen = g;
     atomic_init(&r->refs, 1);
     return r;
 }
@@ -571,8 +599,7 @@ static void route_release(gw_route_t *r)
     for (size_t i = 0; i < r->n_filters; i++)
         if (r->filters[i].kind && r->filters[i].kind->free)
             r->filters[i].kind->free(r->filters[i].state);
-    sl_slab_t mem = r->mem; /* r lives in it */
-    sl_slab_free(&mem);
+    gen_release(r->gen);
 }
 
 static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error_t *err)
@@ -582,13 +609,13 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
     r->path = NULL;
     r->path_type = GW_PATH_PREFIX;
     if (!m || cJSON_IsNull(m)) {
-        r->path = sl_slab_strdup(&r->mem, "/");
+        r->path = sl_slab_strdup(&r->gen->mem, "/");
         return 0;
     }
     int rc = sl__cfg_check_keys(m, p, match_keys, err);
     const char *pt = NULL;
-    if (rc || (rc = get_str_in(&r->mem, m, p, "host", false, &r->host, err)) ||
-        (rc = get_str_in(&r->mem, m, p, "path", false, &r->path, err)) ||
+    if (rc || (rc = get_str_in(&r->gen->mem, m, p, "host", false, &r->host, err)) ||
+        (rc = get_str_in(&r->gen->mem, m, p, "path", false, &r->path, err)) ||
         (rc = sl__cfg_get_strv(m, p, "path_type", false, &pt, err)))
         return rc;
     if (r->host) {
@@ -617,7 +644,7 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
             return rc;
     }
     if (!r->path)
-        r->path = sl_slab_strdup(&r->mem, "/");
+        r->path = sl_slab_strdup(&r->gen->mem, "/");
     if (r->path_type != GW_PATH_REGEX && r->path[0] != '/')
         return sl_error_set(err, SL_ECONFIG, "%s.path: \"%s\" must start with '/'", p, r->path);
     if (r->path_type == GW_PATH_REGEX) {
@@ -663,7 +690,7 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
                                 "%s: expected a mapping of header to value, got %s", hp,
                                 sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
-        r->headers = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(gw_header_match_t));
+        r->headers = sl_slab_calloc(&r->gen->mem, n ? n : 1, sizeof(gw_header_match_t));
         for (const cJSON *h = hs->child; h; h = h->next) {
             char ep[SL_CFG_PATH_MAX];
             sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
@@ -671,8 +698,8 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
                 return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
             if (!cJSON_IsString(h) || !valid_value(h->valuestring))
                 return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
-            r->headers[r->n_headers].name = sl_slab_strdup(&r->mem, h->string);
-            r->headers[r->n_headers].value = sl_slab_strdup(&r->mem, h->valuestring);
+            r->headers[r->n_headers].name = sl_slab_strdup(&r->gen->mem, h->string);
+            r->headers[r->n_headers].value = sl_slab_strdup(&r->gen->mem, h->valuestring);
             r->n_headers++;
         }
     }
@@ -686,11 +713,11 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
     int rc = sl__cfg_check_keys(v, p, respond_keys, err);
     if (rc)
         return rc;
-    gw_respond_t *rs = sl_slab_calloc(&r->mem, 1, sizeof(*rs));
+    gw_respond_t *rs = sl_slab_calloc(&r->gen->mem, 1, sizeof(*rs));
     r->respond = rs;
     long status = 200;
     if ((rc = sl__cfg_get_int(v, p, "status", 200, 599, &status, err)) ||
-        (rc = get_str_in(&r->mem, v, p, "body", true, &rs->body, err)))
+        (rc = get_str_in(&r->gen->mem, v, p, "body", true, &rs->body, err)))
         return rc;
     rs->status = (int)status;
     rs->body_len = rs->body ? strlen(rs->body) : 0;
@@ -703,7 +730,7 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
                                 "%s: expected a mapping of header to value, got %s", hp,
                                 sl__cfg_type_name(hs));
         size_t n = (size_t)cJSON_GetArraySize(hs);
-        rs->headers = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(sl_header_t));
+        rs->headers = sl_slab_calloc(&r->gen->mem, n ? n : 1, sizeof(sl_header_t));
         for (const cJSON *h = hs->child; h; h = h->next) {
             char ep[SL_CFG_PATH_MAX];
             sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
@@ -711,8 +738,8 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
                 return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
             if (!cJSON_IsString(h) || !valid_value(h->valuestring))
                 return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
-            rs->headers[rs->n_headers].name = sl_str(sl_slab_strdup(&r->mem, h->string));
-            rs->headers[rs->n_headers].value = sl_str(sl_slab_strdup(&r->mem, h->valuestring));
+            rs->headers[rs->n_headers].name = sl_str(sl_slab_strdup(&r->gen->mem, h->string));
+            rs->headers[rs->n_headers].value = sl_str(sl_slab_strdup(&r->gen->mem, h->valuestring));
             rs->n_headers++;
         }
     }
@@ -727,7 +754,7 @@ static int parse_filters(gw_route_t *r, const cJSON *v, const char *path, sl_err
         return sl_error_set(err, SL_ECONFIG, "%s: expected a list of filters, got %s", p,
                             sl__cfg_type_name(v));
     size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
-    r->filters = sl_slab_calloc(&r->mem, n ? n : 1, sizeof(gw_filter_t));
+    r->filters = sl_slab_calloc(&r->gen->mem, n ? n : 1, sizeof(gw_filter_t));
     for (const cJSON *f = v->child; f; f = f->next, i++) {
         char fp[SL_CFG_PATH_MAX];
         sl__cfg_path_index(fp, sizeof(fp), p, i);
@@ -754,8 +781,7 @@ static int parse_filters(gw_route_t *r, const cJSON *v, const char *path, sl_err
     return 0;
 }
 
-/* hint: the length of its text (the slab's first chunk is sized from it). */
-static int parse_route(gw_config_t *c, const cJSON *v, size_t index, size_t hint, gw_route_t **out,
+static int parse_route(gw_config_t *c, gw_gen_t *g, const cJSON *v, size_t index, gw_route_t **out,
                        sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
@@ -763,12 +789,12 @@ static int parse_route(gw_config_t *c, const cJSON *v, size_t index, size_t hint
     int rc = sl__cfg_check_keys(v, p, route_keys, err);
     if (rc)
         return rc;
-    gw_route_t *r = route_new(hint + 64);
+    gw_route_t *r = route_new(g);
     *out = r;
-    if ((rc = get_str_in(&r->mem, v, p, "name", false, &r->name, err)))
+    if ((rc = get_str_in(&r->gen->mem, v, p, "name", false, &r->name, err)))
         return rc;
     if (!r->name)
-        r->name = sl_slab_strdup(&r->mem, p);
+        r->name = sl_slab_strdup(&r->gen->mem, p);
     if ((rc = parse_match(r, cJSON_GetObjectItemCaseSensitive(v, "match"), p, err)) ||
         (rc = get_timeouts(v, p, &r->timeouts, err)))
         return rc;
@@ -819,13 +845,15 @@ static gw_route_t *take_route(const gw_config_t *c, const gw_config_t *prev, con
     if (!old || !old->ordered || !same_text(c, unit, prev, old))
         return NULL;
     gw_route_t *r = old->obj;
-    if (r->upstream && gw_config_upstream(c, r->upstream->name) != r->upstream)
+    if (gen_sparse(r->gen) ||
+        (r->upstream && gw_config_upstream(c, r->upstream->name) != r->upstream))
         return NULL;
     atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
     return r;
 }
 
-static int parse_routes(gw_config_t *c, const cJSON *root, const gw_config_t *prev, sl_error_t *err)
+static int parse_routes(gw_config_t *c, const cJSON *root, const gw_config_t *prev, gw_gen_t *g,
+                        sl_error_t *err)
 {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(root, "routes");
     if (!rs || cJSON_IsNull(rs))
@@ -843,7 +871,7 @@ static int parse_routes(gw_config_t *c, const cJSON *root, const gw_config_t *pr
         gw_unit_t *unit = &c->route_units[i]; /* its text: write_text */
         gw_route_t *route = take_route(c, prev, r, i, unit);
         if (!route)
-            rc = parse_route(c, r, i, unit->text.len, &route, err);
+            rc = parse_route(c, g, r, i, &route, err);
         unit->obj = route;
         c->routes[c->n_routes++] = route;
         if (!rc && cJSON_GetObjectItemCaseSensitive(r, "name")) {
@@ -1149,35 +1177,46 @@ int gw_config_parse(cJSON *root, gw_config_t **out, sl_error_t *err)
     return gw_config_build(root, NULL, out, err);
 }
 
+/* Members of root[key] (0 when it is not a container). */
+static size_t count_of(const cJSON *root, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+    return cJSON_IsObject(v) || cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 0;
+}
+
 int gw_config_build(cJSON *root, const gw_build_opts_t *o, gw_config_t **out, sl_error_t *err)
 {
     const gw_config_t *prev = o ? o->prev : NULL;
     *out = NULL;
+    int rc = sl__cfg_expect_object(root, "", err);
+    size_t units = rc ? 0 : count_of(root, "upstreams") + count_of(root, "routes");
     gw_config_t *c = sl_xcalloc(1, sizeof(*c));
     atomic_store(&c->refs, 1);
-    sl_slab_init(&c->mem, 16384);
-    int rc = sl__cfg_expect_object(root, "", err);
+    /* Sized for its arrays and indexes (about 200 bytes per upstream or route) at once. */
+    sl_slab_init(&c->mem, 4096 + units * 200);
+    gw_gen_t *g = gen_new(); /* what this build makes */
     if (!rc)
         /* First: upstreams and routes are compared by their text. Its size is usually about
          * the running one's. */
-        write_text(c, root, prev ? prev->text_len + prev->text_len / 8 : 0);
+        write_text(c, root, prev ? prev->text_len + prev->text_len / 8 : 4096 + units * 128);
     if (!rc)
         rc = parse_misc(c, root, err);
     if (!rc)
         rc = parse_listeners(c, root, err);
     if (!rc)
-        rc = parse_upstreams(c, root, prev, err);
+        rc = parse_upstreams(c, root, prev, g, err);
     if (!rc)
         rc = index_upstreams(c, err);
     if (!rc)
         rc = resolve_listener_upstreams(c, err);
     if (!rc)
-        rc = parse_routes(c, root, prev, err);
+        rc = parse_routes(c, root, prev, g, err);
     if (!rc) {
         c->router = gw_router_build(c->routes, c->n_routes, err);
         if (!c->router)
             rc = SL_ECONFIG;
     }
+    gen_release(g); /* now kept by its objects alone */
     cJSON_Delete(root);
     if (rc) {
         config_free(c);

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "gateway/runtime.h"
+#include "util/jmem.h"
 #include "util/mem.h"
 
 #define SL_LOG_TAG "discovery"
@@ -142,7 +143,12 @@ static void on_tick(uv_timer_t *t)
     if (changed) {
         SL_INFO("discovery: %s now has %d backend(s) from %s", w->upstream,
                 cJSON_GetArraySize(list), w->path);
-        if (gw_set_backends(w->gw, w->upstream, list, "discovery", &err) != 0)
+        /* The running configuration is parsed again from its text: in bulk (util/jmem.h). */
+        sl_jmem_scope_t scope;
+        sl_jmem_begin(&scope, w->gw->current->text_len * 8);
+        int rc = gw_set_backends(w->gw, w->upstream, list, "discovery", &err);
+        sl_jmem_end(&scope);
+        if (rc != 0)
             SL_ERROR("discovery update of %s refused: %s", w->upstream, err.msg);
     }
     cJSON_Delete(list);

@@ -9,6 +9,7 @@
 #include "gateway/upstream_tunnel.h"
 #include "core/core.h"
 #include "util/cfg.h"
+#include "util/jmem.h"
 #include "util/mem.h"
 #include "util/slab.h"
 
@@ -470,6 +471,7 @@ void gw_reload_file(gateway_t *gw)
 gateway_t *gw_new(sl_server_t *server, gw_config_t *initial, const cJSON *file_doc,
                   const char *conf_path)
 {
+    sl_jmem_init(); /* before the workers run: cJSON's hooks are global */
     gateway_t *gw = sl_xcalloc(1, sizeof(*gw));
     gw->server = server;
     gw->conf_path = conf_path;

@@ -70,6 +70,15 @@ typedef struct gw_upstream_tls {
 
 /* Rotation state shared by every snapshot that has an upstream of this name, so a config
  * swap does not restart the rotation. */
+/* The memory of the upstreams and routes that one build made (config.c): one slab, freed when
+ * the last of them goes. A build changing one Service's endpoints makes a small one; the first
+ * build of 10,000 routes a few huge pages. */
+typedef struct gw_gen {
+    _Atomic long refs; /* its objects alive, and its build while that runs */
+    long made;         /* objects made in it */
+    sl_slab_t mem;     /* the gw_gen_t itself too */
+} gw_gen_t;
+
 typedef struct gw_upstream_state {
     _Atomic long refs;
     _Atomic uint64_t counter;
@@ -77,7 +86,7 @@ typedef struct gw_upstream_state {
 
 struct gw_upstream {
     _Atomic long refs; /* one per snapshot that has it */
-    sl_slab_t mem;     /* everything below that is not said otherwise; the object itself too */
+    gw_gen_t *gen;     /* holds it and everything below not said otherwise */
     char *name;
     gw_backend_t *backends;
     size_t n_backends;
@@ -101,12 +110,12 @@ struct gw_upstream {
 };
 
 /* Parses one backend entry ("ip:port", "name:port", "unix:/p", {address, weight}). Its strings
- * go to mem (an upstream's slab), or are malloc'd when mem is NULL (free those with
+ * go to mem (an upstream's gen), or are malloc'd when mem is NULL (free those with
  * gw_backend_free). */
 int gw_backend_parse(const cJSON *v, const char *path, sl_slab_t *mem, gw_backend_t *out,
                      sl_error_t *err);
 void gw_backend_free(gw_backend_t *b);
-/* Computes the rotation of u's backends (call after filling them; the sequence goes to u->mem). */
+/* Computes the rotation of u's backends (call after filling them; the sequence goes to u->gen). */
 void gw_upstream_build_rotation(gw_upstream_t *u);
 /* Picks the next backend by smooth weighted round robin; NULL when there is none. */
 const gw_backend_t *gw_upstream_pick(gw_upstream_t *u);
@@ -159,7 +168,7 @@ typedef struct gw_respond {
 
 struct gw_route {
     _Atomic long refs; /* one per snapshot that has it */
-    sl_slab_t mem;     /* the route and its strings (filter states and regex are apart) */
+    gw_gen_t *gen;     /* holds it and its strings (filter states and regex are apart) */
     char *name;        /* "routes[3]" when none was given */
     char *host;        /* NULL: any host; "*.example.com": one-label wildcard */
     char *path;        /* "/": everything (prefix) */

@@ -193,7 +193,7 @@ void gw_router_free(gw_router_t *r)
 gw_router_t *gw_router_build(gw_route_t **routes, size_t n, sl_error_t *err)
 {
     sl_slab_t mem;
-    sl_slab_init(&mem, 4096 + n * 64);
+    sl_slab_init(&mem, 4096 + n * 160); /* its tables and lists at once */
     gw_router_t *r = sl_slab_calloc(&mem, 1, sizeof(*r));
     r->mem = mem;
     sl_hmap_init_borrowed(&r->hosts, &r->mem);

@@ -136,7 +136,7 @@ void gw_upstream_build_rotation(gw_upstream_t *u)
     if (equal) {
         /* Equal weights: each backend once, in order (what sl_swrr_sequence gives them), made
          * without its allocations: most upstreams look like this. */
-        u->seq = sl_slab_alloc(&u->mem, (n ? n : 1) * sizeof(uint32_t));
+        u->seq = sl_slab_alloc(&u->gen->mem, (n ? n : 1) * sizeof(uint32_t));
         for (size_t i = 0; i < n; i++)
             u->seq[i] = (uint32_t)i;
         u->seq_len = n;
@@ -146,7 +146,7 @@ void gw_upstream_build_rotation(gw_upstream_t *u)
     for (size_t i = 0; i < n; i++)
         w[i] = u->backends[i].weight;
     sl_swrr_sequence(w, n, &seq, &u->seq_len);
-    u->seq = sl_slab_alloc(&u->mem, u->seq_len * sizeof(uint32_t));
+    u->seq = sl_slab_alloc(&u->gen->mem, u->seq_len * sizeof(uint32_t));
     memcpy(u->seq, seq, u->seq_len * sizeof(uint32_t));
     free(seq);
     free(w);

@@ -11,6 +11,7 @@
 #include "gateway/upstream_dns.h"
 #include "sluice/stream.h"
 #include "util/cfg.h"
+#include "util/jmem.h"
 #include "util/mem.h"
 #include "util/timeout.h"
 
@@ -550,8 +551,8 @@ static void expand_name(gw_upstream_t *u, const gw_backend_t *b, const watched_t
         sl_sockaddr_ip_str(&e->addr, ip, sizeof(ip));
         snprintf(text, sizeof(text), e->addr.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip,
                  (unsigned)b->port);
-        e->address = sl_slab_strdup(&u->mem, text);
-        e->host = b->host; /* both in u's slab */
+        e->address = sl_slab_strdup(&u->gen->mem, text);
+        e->host = b->host; /* both in u's gen */
         e->port = b->port;
         e->weight = b->weight;
     }
@@ -571,7 +572,7 @@ static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
     }
     if (!any)
         return;
-    gw_backend_t *out = sl_slab_calloc(&u->mem, total, sizeof(*out));
+    gw_backend_t *out = sl_slab_calloc(&u->gen->mem, total, sizeof(*out));
     size_t j = 0;
     for (size_t k = 0; k < u->n_backends; k++) {
         gw_backend_t *b = &u->backends[k];
@@ -581,7 +582,7 @@ static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
             j += n->n;
             continue;
         }
-        /* Kept as it is (the strings stay in u's slab). */
+        /* Kept as it is (the strings stay in u's gen). */
         out[j].address = b->address;
         out[j].host = b->host;
         memcpy(&out[j].addr, &b->addr, sizeof(b->addr));
@@ -590,7 +591,7 @@ static void expand_upstream(gw_dns_t *d, gw_upstream_t *u)
         out[j].port = b->port;
         j++;
     }
-    u->backends = out; /* the old array stays in the slab until u goes */
+    u->backends = out; /* the old array stays in the gen until it goes */
     u->n_backends = total;
     gw_upstream_build_rotation(u);
 }
@@ -614,9 +615,14 @@ static void on_rebuild(uv_timer_t *t)
     gateway_t *gw = d->gw;
     gw_config_t *c = NULL;
     sl_error_t err = {0};
-    /* Only the watched upstreams (never taken over) and their routes are built anew. */
+    /* Only the watched upstreams (never taken over) and their routes are built anew; the tree
+     * of the running text is made in bulk (util/jmem.h). */
     gw_build_opts_t opts = {.prev = gw->current, .keep_hash = gw->current->hash};
-    if (gw_config_build(gw_config_doc(gw->current, false), &opts, &c, &err) != 0) {
+    sl_jmem_scope_t scope;
+    sl_jmem_begin(&scope, gw->current->text_len * 8);
+    int rc = gw_config_build(gw_config_doc(gw->current, false), &opts, &c, &err);
+    sl_jmem_end(&scope);
+    if (rc != 0) {
         atomic_fetch_add(&gw->reloads_failed, 1);
         SL_ERROR("new addresses not applied: the configuration does not load again: %s", err.msg);
         return;
