@@ -502,3 +502,55 @@ Test(config_reuse, the_watcher_shape)
     free(docs[0]);
     free(docs[1]);
 }
+
+/* N upstreams with a route each; those below `changed` get other backends. */
+static char *many(int n, int changed)
+{
+    cJSON *doc = cJSON_CreateObject(), *ups = cJSON_AddObjectToObject(doc, "upstreams");
+    cJSON *routes = cJSON_AddArrayToObject(doc, "routes");
+    for (int i = 0; i < n; i++) {
+        char name[32], addr[32], path[32];
+        snprintf(name, sizeof(name), "u%03d", i);
+        snprintf(addr, sizeof(addr), "127.0.%d.%d:80", i < changed ? 2 : 1, i);
+        cJSON *bs = cJSON_AddArrayToObject(cJSON_AddObjectToObject(ups, name), "backends");
+        cJSON_AddItemToArray(bs, cJSON_CreateString(addr));
+        cJSON *r = cJSON_CreateObject();
+        snprintf(path, sizeof(path), "/p%d", i);
+        cJSON_AddStringToObject(cJSON_AddObjectToObject(r, "match"), "path", path);
+        cJSON_AddStringToObject(r, "name", name);
+        cJSON_AddStringToObject(r, "upstream", name);
+        cJSON_AddItemToArray(routes, r);
+    }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return text;
+}
+
+Test(config_reuse, a_mostly_dead_generation_is_parsed_again_not_kept)
+{
+    /* 100 upstreams and routes made in one build; a change of 90 of them leaves 10 alive in that
+     * build's memory once the first snapshot is gone. The next change parses those 10 again, so
+     * the first build's memory goes, instead of being held by a tenth of it. */
+    char *t0 = many(100, 0), *t1 = many(100, 90);
+    gw_config_t *a = next(NULL, t0);
+    gw_config_t *b = next(a, t1);
+    cr_assert_eq(b->upstreams[95], a->upstreams[95], "still shared while a lives");
+    cr_assert_neq(b->upstreams[5], a->upstreams[5]);
+    gw_config_release(a);
+    gw_config_t *c = next(b, t1);
+    for (int i = 0; i < 100; i++) {
+        if (i < 90) {
+            cr_assert_eq(c->upstreams[i], b->upstreams[i], "upstream %d of the second build", i);
+            cr_assert_eq(c->routes[i], b->routes[i], "route %d", i);
+        } else {
+            cr_assert_neq(c->upstreams[i], b->upstreams[i], "upstream %d of the sparse first", i);
+            cr_assert_neq(c->routes[i], b->routes[i], "route %d", i);
+        }
+    }
+    gw_config_release(b);
+    cr_assert_str_eq(route_for(c, NULL, "/p95"), "u095");
+    cr_assert_str_eq(c->upstreams[95]->backends[0].address, "127.0.1.95:80");
+    gw_config_release(c);
+    free(t0);
+    free(t1);
+}
