@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -229,6 +230,58 @@ def test_admin_endpoints(procs, tmp_path, up1):
                  "sluice_upstream_connections_reused_total", 'sluice_connections{state="idle"}',
                  'sluice_config_reloads_total{result="success"}', "sluice_config_hash"):
         assert name in text, name
+    r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                       text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_metrics_of_removed_routes_and_upstreams_go(procs, tmp_path, up1):
+    """Series of routes and upstreams that a change removed leave /metrics once no request
+    uses them (a cluster's Ingresses come and go; the series must not pile up), also when a
+    request to a removed route was still running during the change; the others keep counting."""
+    conf = {"upstreams": {"keep": {"backends": [up1.addr]}, "gone": {"backends": [up1.addr]}},
+            "routes": [{"name": "stay", "match": {"path": "/stay"}, "upstream": "keep"},
+                       {"name": "old", "match": {"path": "/old"}, "upstream": "gone"},
+                       {"name": "slow", "match": {"path": "/slow-read"}, "upstream": "gone"}]}
+    g = Gateway(procs, tmp_path, conf, threads=2)
+    for _ in range(4):
+        assert g.get("/stay")[0] == 200
+        assert g.get("/old")[0] == 200
+    text = g.metrics()
+    assert 'route="old",upstream="gone"' in text and 'upstream="gone"' in text
+    # A request to a route about to go, still running (the upstream reads its body slowly).
+    done = {}
+
+    def slow():
+        req = urllib.request.Request(g.url + "/slow-read", data=b"x" * (256 * 1024),
+                                     method="POST")
+        with urllib.request.urlopen(req, timeout=20) as r:
+            done["status"] = r.status
+
+    up1.slow_read_delay = 0.1  # 16 reads of 16 KiB: about 1.6 s
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.4)
+    new = {"upstreams": {"keep": {"backends": [up1.addr]}},
+           "routes": [{"name": "stay", "match": {"path": "/stay"}, "upstream": "keep"}]}
+    assert g.put_config(new)[0] == 200
+    assert "status" not in done, "the slow request was still running during the change"
+    t.join(20)
+    assert done.get("status") == 200, "the running request finished on its old route"
+    for _ in range(4):
+        assert g.get("/stay")[0] == 200
+    assert g.get("/old")[0] == 404
+
+    def clean():
+        text = g.metrics()
+        return ('route="old"' not in text and 'route="slow"' not in text
+                and 'upstream="gone"' not in text)
+    wait_until(clean, timeout=5)
+    text = g.metrics()
+    # Both workers' counts for the route that stayed are all there (8 over two workers).
+    assert 'sluice_requests_total{route="stay",upstream="keep",code="200",method="GET"} 8' in text
+    assert 'sluice_requests_total{route="",upstream="",code="404",method="GET"} 1' in text
+    assert 'sluice_upstream_connections_reused_total{upstream="keep"}' in text
     r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stdout + r.stderr

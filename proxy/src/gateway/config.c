@@ -1184,6 +1184,18 @@ static size_t count_of(const cJSON *root, const char *key)
     return cJSON_IsObject(v) || cJSON_IsArray(v) ? (size_t)cJSON_GetArraySize(v) : 0;
 }
 
+/* Order does not matter (a sum); routes and upstreams count apart (an odd multiplier). */
+static uint64_t names_hash(const gw_config_t *c)
+{
+    uint64_t h = 0;
+    for (size_t i = 0; i < c->n_routes; i++)
+        h += sl_hash_bytes(c->routes[i]->name, strlen(c->routes[i]->name));
+    for (size_t i = 0; i < c->n_upstreams; i++)
+        h += 0x9e3779b97f4a7c15ull *
+             sl_hash_bytes(c->upstreams[i]->name, strlen(c->upstreams[i]->name));
+    return h;
+}
+
 int gw_config_build(cJSON *root, const gw_build_opts_t *o, gw_config_t **out, sl_error_t *err)
 {
     const gw_config_t *prev = o ? o->prev : NULL;
@@ -1216,6 +1228,8 @@ int gw_config_build(cJSON *root, const gw_build_opts_t *o, gw_config_t **out, sl
         if (!c->router)
             rc = SL_ECONFIG;
     }
+    if (!rc)
+        c->names_hash = names_hash(c);
     gen_release(g); /* now kept by its objects alone */
     cJSON_Delete(root);
     if (rc) {

@@ -37,6 +37,12 @@ static gw_worker_t *worker_of(sl_session_t *s)
 static void snap_put(gw_wsnap_t *w)
 {
     if (--w->uses == 0 && w->retired) {
+        /* The last request of an older snapshot ended: the series of the routes and upstreams
+         * that are gone go too (the metrics would grow with every Ingress ever seen). A request
+         * of a still older snapshot may bring one back; its own end removes it again. */
+        gw_worker_t *gww = w->owner;
+        if (gww->snap && gww->snap != w && gww->snap->cfg->names_hash != w->cfg->names_hash)
+            gw_metrics_prune(gww->metrics, gww->snap->cfg);
         gw_config_release(w->cfg);
         free(w);
     }

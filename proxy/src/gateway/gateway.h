@@ -285,7 +285,8 @@ struct gw_config {
     struct sl_hmap *upstream_index; /* name -> gw_unit_t* */
     struct sl_hmap *route_index;    /* name ("routes[3]" when none) -> gw_unit_t*, the first */
     sl_slab_t mem;                  /* the arrays and indexes above */
-    char hash[65];                  /* sha256 of the canonical dynamic part as last applied whole */
+    uint64_t names_hash; /* of the route and upstream names: equal when no name came or went */
+    char hash[65];       /* sha256 of the canonical dynamic part as last applied whole */
 };
 
 /* Keys of the gateway schema (beyond the process keys of sl_server_conf). */

@@ -51,15 +51,14 @@ gw_metrics_t *gw_metrics_new(void)
     return m;
 }
 
-static void free_named(sl_hmap_t *m)
+static void drop_req(void *v);
+static void drop_named(void *v);
+
+static void free_map(sl_hmap_t *m, void (*drop)(void *value))
 {
-    for (size_t i = 0; i < m->cap; i++) {
-        named_hist_t *h = m->slots[i].value;
-        if (m->slots[i].key && h) {
-            free(h->name);
-            free(h);
-        }
-    }
+    for (size_t i = 0; i < m->cap; i++)
+        if (m->slots[i].key && m->slots[i].value)
+            drop(m->slots[i].value);
     sl_hmap_free(m);
 }
 
@@ -67,18 +66,9 @@ void gw_metrics_free(gw_metrics_t *m)
 {
     if (!m)
         return;
-    for (size_t i = 0; i < m->reqs.cap; i++) {
-        req_entry_t *e = m->reqs.slots[i].value;
-        if (m->reqs.slots[i].key && e) {
-            free(e->route);
-            free(e->upstream);
-            free(e->method);
-            free(e);
-        }
-    }
-    sl_hmap_free(&m->reqs);
-    free_named(&m->routes);
-    free_named(&m->upstreams);
+    free_map(&m->reqs, drop_req);
+    free_map(&m->routes, drop_named);
+    free_map(&m->upstreams, drop_named);
     pthread_mutex_destroy(&m->lock);
     free(m);
 }
@@ -156,6 +146,86 @@ void gw_metrics_request(gw_metrics_t *m, const char *route, const char *upstream
         else if (connect_ns)
             hist_observe(&u->h, connect_ns);
     }
+}
+
+/* ---- pruning ---------------------------------------------------------------------------- */
+
+static bool has_route(const gw_config_t *c, const char *name)
+{
+    return !*name || sl_hmap_get(c->route_index, name, strlen(name)) != NULL;
+}
+
+static bool has_upstream(const gw_config_t *c, const char *name)
+{
+    return !*name || gw_config_upstream(c, name) != NULL;
+}
+
+/* Keeps the entries of *map that keep() accepts, frees the others' values with drop(); the map
+ * is rebuilt (it has no deletion) only when something goes. */
+static void prune_map(sl_hmap_t *map, const gw_config_t *c,
+                      bool (*keep)(const gw_config_t *c, const void *value),
+                      void (*drop)(void *value))
+{
+    size_t gone = 0;
+    for (size_t i = 0; i < map->cap; i++)
+        if (map->slots[i].key && map->slots[i].value && !keep(c, map->slots[i].value))
+            gone++;
+    if (!gone)
+        return;
+    sl_hmap_t kept;
+    sl_hmap_init(&kept);
+    for (size_t i = 0; i < map->cap; i++) {
+        sl_hmap_entry_t *e = &map->slots[i];
+        if (!e->key || !e->value)
+            continue;
+        if (keep(c, e->value))
+            *sl_hmap_put(&kept, e->key, e->klen) = e->value;
+        else
+            drop(e->value);
+    }
+    sl_hmap_free(map);
+    *map = kept;
+}
+
+static bool keep_req(const gw_config_t *c, const void *v)
+{
+    const req_entry_t *e = v;
+    return has_route(c, e->route) && has_upstream(c, e->upstream);
+}
+
+static void drop_req(void *v)
+{
+    req_entry_t *e = v;
+    free(e->route);
+    free(e->upstream);
+    free(e->method);
+    free(e);
+}
+
+static bool keep_route(const gw_config_t *c, const void *v)
+{
+    return has_route(c, ((const named_hist_t *)v)->name);
+}
+
+static bool keep_upstream(const gw_config_t *c, const void *v)
+{
+    return has_upstream(c, ((const named_hist_t *)v)->name);
+}
+
+static void drop_named(void *v)
+{
+    named_hist_t *h = v;
+    free(h->name);
+    free(h);
+}
+
+void gw_metrics_prune(gw_metrics_t *m, const gw_config_t *c)
+{
+    pthread_mutex_lock(&m->lock);
+    prune_map(&m->reqs, c, keep_req, drop_req);
+    prune_map(&m->routes, c, keep_route, drop_named);
+    prune_map(&m->upstreams, c, keep_upstream, drop_named);
+    pthread_mutex_unlock(&m->lock);
 }
 
 /* ---- rendering ------------------------------------------------------------------------- */
@@ -362,8 +432,8 @@ char *gw_metrics_render(gateway_t *gw, size_t *len)
             outf(&o, "sluice_upstream_connections_reused_total{upstream=\"%s\"} %llu\n",
                  esc(t->name, e, sizeof(e)), (unsigned long long)t->reused);
     }
-    free_named(&routes);
-    free_named(&ups);
+    free_map(&routes, drop_named);
+    free_map(&ups, drop_named);
 
     sl_http_stats_t st, total = {0};
     for (size_t i = 0; i < gw->n_services; i++) {

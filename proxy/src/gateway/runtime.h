@@ -66,6 +66,8 @@ void gw_metrics_free(gw_metrics_t *m);
 /* Worker thread: one finished request. */
 void gw_metrics_request(gw_metrics_t *m, const char *route, const char *upstream, int code,
                         sl_str_t method, uint64_t duration_ns, uint64_t connect_ns, bool reused);
+/* Worker thread (m's own): drops the series of routes and upstreams that c does not have. */
+void gw_metrics_prune(gw_metrics_t *m, const gw_config_t *c);
 /* Admin thread: the Prometheus text of every worker's metrics and the gateway's gauges. */
 char *gw_metrics_render(gateway_t *gw, size_t *len);
 
