@@ -258,10 +258,10 @@ def test_metrics_of_removed_routes_and_upstreams_go(procs, tmp_path, up1):
         with urllib.request.urlopen(req, timeout=20) as r:
             done["status"] = r.status
 
-    up1.slow_read_delay = 0.1  # 16 reads of 16 KiB: about 1.6 s
+    up1.slow_read_delay = 0.2  # 16 reads of 16 KiB: about 3.2 s
     t = threading.Thread(target=slow)
     t.start()
-    time.sleep(0.4)
+    time.sleep(1.0)  # well into it, with room on a loaded machine
     new = {"upstreams": {"keep": {"backends": [up1.addr]}},
            "routes": [{"name": "stay", "match": {"path": "/stay"}, "upstream": "keep"}]}
     assert g.put_config(new)[0] == 200
