@@ -6,7 +6,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import ProcSet  # noqa: E402
+from helpers import FORWARD, ProcSet, free_port, wait_port  # noqa: E402
+from mockup import MockUpstream  # noqa: E402
 
 
 @pytest.fixture
@@ -124,3 +125,41 @@ def nginx_tls(tmp_path, certs):
     })
     yield n
     n.close()
+
+
+class Fwd:
+    """An sl-forward under test: its port and URL; everything else is its process's (log,
+    wait_log, stop, p...)."""
+
+    def __init__(self, proc, port):
+        self.proc, self.port = proc, port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __getattr__(self, name):
+        return getattr(self.proc, name)
+
+    def rss_kb(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+
+@pytest.fixture
+def upstream():
+    """The scriptable mock HTTP/1.1 upstream (mockup.py)."""
+    u = MockUpstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def start_fwd(procs):
+    """start(upstream_addr, *flags): an sl-forward (requests logged) to upstream_addr."""
+    def start(upstream_addr, *extra):
+        port = free_port()
+        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
+                         "--log-requests", *map(str, extra)], name="sl-forward")
+        wait_port(port)
+        return Fwd(p, port)
+    return start

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # SLUICE_BUILD: run the tests against another build tree (e.g. a private `make B=/tmp/x SAN=1`).
 BUILD = Path(os.environ.get("SLUICE_BUILD", ROOT / "build"))
+FORWARD = BUILD / "tools" / "sl-forward"  # the engine's minimal forwarder
 SLUICE = BUILD / "sluice"
 WATCHER = BUILD / "sluice-watcher"
 PYTHON = "/usr/bin/python3"

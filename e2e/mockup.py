@@ -23,7 +23,6 @@ according to the path:
   /conn-close           answers with Connection: close and closes
 """
 import json
-import socket
 import socketserver
 import threading
 import time

@@ -3,7 +3,6 @@ grpc upstreams reached by grpcio clients through a TLS listener, and the protoco
 by `sluice -t`."""
 import json
 import re
-import subprocess
 import sys
 
 import grpc

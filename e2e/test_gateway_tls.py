@@ -6,7 +6,6 @@ import json
 import socket
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest

@@ -11,15 +11,12 @@ import time
 import grpc
 import pytest
 
-from helpers import BUILD, ROOT, free_port, wait_port
+from helpers import FORWARD, ROOT, free_port, wait_port
 
 sys.path.insert(0, str(ROOT / "lab" / "hosts"))
 import labproto  # noqa: E402
 
 pb = labproto.load()
-FORWARD = BUILD / "tools" / "sl-forward"
-
-
 @pytest.fixture
 def grpc_server(procs, certs):
     p = procs.start(["/usr/bin/python3", ROOT / "lab" / "hosts" / "grpc_server.py",
@@ -33,15 +30,11 @@ def grpc_server(procs, certs):
 
 
 @pytest.fixture
-def start_fwd(procs, certs):
+def start_fwd(start_fwd, certs):
+    """conftest's start_fwd with a TLS listener speaking HTTP/2 (ALPN h2) and h2c."""
     def start(upstream_addr, *extra):
-        port = free_port()
-        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
-                         "--tls-cert", certs / "server.crt", "--tls-key", certs / "server.key",
-                         "--h2", "--log-requests", *map(str, extra)], name="sl-forward")
-        wait_port(port)
-        p.port = port
-        return p
+        return start_fwd(upstream_addr, "--tls-cert", certs / "server.crt", "--tls-key",
+                         certs / "server.key", "--h2", *extra)
     return start
 
 

@@ -16,29 +16,8 @@ import h2.settings
 import pytest
 
 from h2client import H2Client
-from helpers import BUILD, free_port, wait_port
-from mockup import MockUpstream, pattern
-
-FORWARD = BUILD / "tools" / "sl-forward"
-
-
-@pytest.fixture
-def upstream():
-    u = MockUpstream()
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def start_fwd(procs):
-    def start(upstream_addr, *extra):
-        port = free_port()
-        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
-                         "--log-requests", *map(str, extra)], name="sl-forward")
-        wait_port(port)
-        p.port = port
-        return p
-    return start
+from helpers import free_port
+from mockup import pattern
 
 
 @pytest.fixture

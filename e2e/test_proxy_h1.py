@@ -13,40 +13,8 @@ import time
 
 import pytest
 
-from helpers import BUILD, free_port, wait_port
-from mockup import MockUpstream, pattern
-
-FORWARD = BUILD / "tools" / "sl-forward"
-
-
-@pytest.fixture
-def upstream():
-    u = MockUpstream()
-    yield u
-    u.close()
-
-
-class Fwd:
-    def __init__(self, proc, port):
-        self.proc, self.port = proc, port
-        self.url = f"http://127.0.0.1:{port}"
-
-    def rss_kb(self):
-        for line in open(f"/proc/{self.proc.pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return 0
-
-
-@pytest.fixture
-def start_fwd(procs):
-    def start(upstream_addr, *extra):
-        port = free_port()
-        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
-                         "--log-requests", *map(str, extra)], name="sl-forward")
-        wait_port(port)
-        return Fwd(p, port)
-    return start
+from helpers import free_port
+from mockup import pattern
 
 
 @pytest.fixture

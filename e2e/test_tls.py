@@ -4,7 +4,6 @@ name and the address, SNI, client certificates (mTLS to the upstream), pooling a
 Peers are real: curl, openssl s_client, Python's ssl module and nginx."""
 import hashlib
 import os
-import re
 import socket
 import ssl
 import subprocess
@@ -12,29 +11,8 @@ import time
 
 import pytest
 
-from helpers import BUILD, free_port, wait_port
-from mockup import MockUpstream, pattern
-
-FORWARD = BUILD / "tools" / "sl-forward"
-
-
-@pytest.fixture
-def upstream():
-    u = MockUpstream()
-    yield u
-    u.close()
-
-
-@pytest.fixture
-def start_fwd(procs):
-    def start(upstream_addr, *extra):
-        port = free_port()
-        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
-                         "--log-requests", *map(str, extra)], name="sl-forward")
-        wait_port(port)
-        p.port = port
-        return p
-    return start
+from helpers import BUILD, FORWARD, free_port
+from mockup import pattern
 
 
 @pytest.fixture

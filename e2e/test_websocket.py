@@ -14,9 +14,7 @@ import websockets
 import websockets.exceptions
 
 from gw import Gateway
-from helpers import BUILD, free_port, wait_port
-
-FORWARD = BUILD / "tools" / "sl-forward"
+from helpers import free_port
 
 
 class WsServer:
@@ -78,18 +76,6 @@ def ws_server():
     s = WsServer()
     yield s
     s.close()
-
-
-@pytest.fixture
-def start_fwd(procs):
-    def start(upstream_addr, *extra):
-        port = free_port()
-        p = procs.start([FORWARD, "--listen", f"127.0.0.1:{port}", "--upstream", upstream_addr,
-                         "--log-requests", *map(str, extra)], name="sl-forward")
-        wait_port(port)
-        p.port = port
-        return p
-    return start
 
 
 def run(coro):

@@ -75,6 +75,18 @@ static void cache_put(const unsigned char key[32], sl_tls_cert_t *c)
     pthread_mutex_unlock(&cache_lock);
 }
 
+/* With cache_lock held: releases every cached certificate and empties the cache. */
+static void cache_drop(void)
+{
+    if (!cache_ready)
+        return;
+    for (size_t i = 0; i < cache.cap; i++)
+        if (cache.slots[i].key)
+            sl_tls_cert_release(cache.slots[i].value);
+    sl_hmap_free(&cache);
+    cache_ready = false;
+}
+
 static void keep(sl_hmap_t *next, const gw_cert_t *certs, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -93,12 +105,7 @@ void gw_certs_cache_keep(const gw_config_t *c)
         if (c->listeners[i].tls)
             keep(&next, c->listeners[i].tls->certs, c->listeners[i].tls->n_certs);
     pthread_mutex_lock(&cache_lock);
-    if (cache_ready) {
-        for (size_t i = 0; i < cache.cap; i++)
-            if (cache.slots[i].key)
-                sl_tls_cert_release(cache.slots[i].value);
-        sl_hmap_free(&cache);
-    }
+    cache_drop();
     cache = next;
     cache_ready = true;
     pthread_mutex_unlock(&cache_lock);
@@ -107,13 +114,7 @@ void gw_certs_cache_keep(const gw_config_t *c)
 void gw_certs_cache_clear(void)
 {
     pthread_mutex_lock(&cache_lock);
-    if (cache_ready) {
-        for (size_t i = 0; i < cache.cap; i++)
-            if (cache.slots[i].key)
-                sl_tls_cert_release(cache.slots[i].value);
-        sl_hmap_free(&cache);
-        cache_ready = false;
-    }
+    cache_drop();
     pthread_mutex_unlock(&cache_lock);
 }
 

@@ -602,6 +602,34 @@ static void route_release(gw_route_t *r)
     gen_release(r->gen);
 }
 
+/* parent.headers (at path), a mapping of header name to value, checked whole: names are tokens,
+ * values strings without control characters. *out is NULL when it is absent or null. */
+static int header_map(const cJSON *parent, const char *path, const cJSON **out, size_t *n,
+                      sl_error_t *err)
+{
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(parent, "headers");
+    *out = NULL;
+    *n = 0;
+    if (!hs || cJSON_IsNull(hs))
+        return 0;
+    char hp[SL_CFG_PATH_MAX];
+    sl__cfg_path_key(hp, sizeof(hp), path, "headers");
+    if (!cJSON_IsObject(hs))
+        return sl_error_set(err, SL_ECONFIG, "%s: expected a mapping of header to value, got %s",
+                            hp, sl__cfg_type_name(hs));
+    for (const cJSON *h = hs->child; h; h = h->next) {
+        char ep[SL_CFG_PATH_MAX];
+        sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
+        if (!valid_token(h->string))
+            return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
+        if (!cJSON_IsString(h) || !valid_value(h->valuestring))
+            return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
+        (*n)++;
+    }
+    *out = hs;
+    return 0;
+}
+
 static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error_t *err)
 {
     char p[SL_CFG_PATH_MAX];
@@ -681,26 +709,15 @@ static int parse_match(gw_route_t *r, const cJSON *m, const char *path, sl_error
             r->methods |= bit;
         }
     }
-    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(m, "headers");
-    if (hs && !cJSON_IsNull(hs)) {
-        char hp[SL_CFG_PATH_MAX];
-        sl__cfg_path_key(hp, sizeof(hp), p, "headers");
-        if (!cJSON_IsObject(hs))
-            return sl_error_set(err, SL_ECONFIG,
-                                "%s: expected a mapping of header to value, got %s", hp,
-                                sl__cfg_type_name(hs));
-        size_t n = (size_t)cJSON_GetArraySize(hs);
+    const cJSON *hs;
+    size_t n;
+    if ((rc = header_map(m, p, &hs, &n, err)))
+        return rc;
+    if (hs) {
         r->headers = sl_slab_calloc(&r->gen->mem, n ? n : 1, sizeof(gw_header_match_t));
-        for (const cJSON *h = hs->child; h; h = h->next) {
-            char ep[SL_CFG_PATH_MAX];
-            sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
-            if (!valid_token(h->string))
-                return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
-            if (!cJSON_IsString(h) || !valid_value(h->valuestring))
-                return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
+        for (const cJSON *h = hs->child; h; h = h->next, r->n_headers++) {
             r->headers[r->n_headers].name = sl_slab_strdup(&r->gen->mem, h->string);
             r->headers[r->n_headers].value = sl_slab_strdup(&r->gen->mem, h->valuestring);
-            r->n_headers++;
         }
     }
     return 0;
@@ -721,26 +738,15 @@ static int parse_respond(gw_route_t *r, const cJSON *v, const char *path, sl_err
         return rc;
     rs->status = (int)status;
     rs->body_len = rs->body ? strlen(rs->body) : 0;
-    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(v, "headers");
-    if (hs && !cJSON_IsNull(hs)) {
-        char hp[SL_CFG_PATH_MAX];
-        sl__cfg_path_key(hp, sizeof(hp), p, "headers");
-        if (!cJSON_IsObject(hs))
-            return sl_error_set(err, SL_ECONFIG,
-                                "%s: expected a mapping of header to value, got %s", hp,
-                                sl__cfg_type_name(hs));
-        size_t n = (size_t)cJSON_GetArraySize(hs);
+    const cJSON *hs;
+    size_t n;
+    if ((rc = header_map(v, p, &hs, &n, err)))
+        return rc;
+    if (hs) {
         rs->headers = sl_slab_calloc(&r->gen->mem, n ? n : 1, sizeof(sl_header_t));
-        for (const cJSON *h = hs->child; h; h = h->next) {
-            char ep[SL_CFG_PATH_MAX];
-            sl__cfg_path_key(ep, sizeof(ep), hp, h->string);
-            if (!valid_token(h->string))
-                return sl_error_set(err, SL_ECONFIG, "%s: not a valid header name", ep);
-            if (!cJSON_IsString(h) || !valid_value(h->valuestring))
-                return sl_error_set(err, SL_ECONFIG, "%s: expected a header value string", ep);
+        for (const cJSON *h = hs->child; h; h = h->next, rs->n_headers++) {
             rs->headers[rs->n_headers].name = sl_str(sl_slab_strdup(&r->gen->mem, h->string));
             rs->headers[rs->n_headers].value = sl_str(sl_slab_strdup(&r->gen->mem, h->valuestring));
-            rs->n_headers++;
         }
     }
     return 0;

@@ -20,6 +20,27 @@ static const llhttp_settings_t *request_settings(void);
 static void down_process(h1_down_t *d);
 static bool wants_h2c(h1_down_t *d);
 static void to_h2(h1_down_t *d, sl_iobuf_t *b);
+/* hw->conns: the worker's HTTP/1.1 connections (for shutdown). */
+static void conns_link(sl_http_worker_t *hw, h1_down_t *d)
+{
+    d->prev = NULL;
+    d->next = hw->conns;
+    if (hw->conns)
+        hw->conns->prev = d;
+    hw->conns = d;
+}
+
+static void conns_unlink(sl_http_worker_t *hw, h1_down_t *d)
+{
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        hw->conns = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    d->prev = d->next = NULL;
+}
+
 static void down_close(h1_down_t *d, bool graceful);
 static const sl_down_ops_t h1_down_ops;
 
@@ -131,11 +152,10 @@ static void parse_get(h1_down_t *d)
     if (p) {
         hw->free_parse = p->next_free;
         hw->n_free_parse--;
-        hdr_off_t *hdrs = p->hdrs; /* keep the header array: it is sized for this traffic */
-        size_t cap = p->cap_hdrs;
+        h1_hdrs_t h = p->h; /* keep the header array: it is sized for this traffic */
         memset(p, 0, sizeof(*p));
-        p->hdrs = hdrs;
-        p->cap_hdrs = cap;
+        p->h.v = h.v;
+        p->h.cap = h.cap;
     } else {
         p = sl_xcalloc(1, sizeof(*p));
     }
@@ -158,7 +178,7 @@ static void parse_put(h1_down_t *d)
         hw->free_parse = p;
         hw->n_free_parse++;
     } else {
-        free(p->hdrs);
+        free(p->h.v);
         free(p);
     }
 }
@@ -168,7 +188,7 @@ void sl__down_free_parse_list(sl_http_worker_t *hw)
     while (hw->free_parse) {
         h1_parse_t *p = hw->free_parse;
         hw->free_parse = p->next_free;
-        free(p->hdrs);
+        free(p->h.v);
         free(p);
     }
     hw->n_free_parse = 0;
@@ -183,12 +203,7 @@ static void down_close(h1_down_t *d, bool graceful)
     d->state = DOWN_CLOSING;
     sl_http_worker_t *hw = d->base.hw;
     atomic_fetch_sub_explicit(&hw->st_open, 1, memory_order_relaxed);
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        hw->conns = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
+    conns_unlink(hw, d);
     if (d->base.session) {
         sl__session_release(hw, d->base.session);
         d->base.session = NULL;
@@ -212,8 +227,8 @@ static void h1_abort(sl_down_t *base)
 static void reset_parse_state(h1_down_t *d)
 {
     d->p->url_off = d->p->url_len = d->p->method_off = d->p->method_len = 0;
-    d->p->n_hdrs = 0;
-    d->p->hdr_phase = 0;
+    d->p->h.n = 0;
+    d->p->h.phase = 0;
     d->p->headers_done = d->p->message_done = false;
     d->p->parse_error = 0;
     d->p->n_body_iov = 0;
@@ -378,32 +393,10 @@ static int header_bytes_check(h1_down_t *d, const char *at)
 static int trailer_piece(h1_down_t *d, const char *at, size_t len, bool value)
 {
     sl_session_t *s = d->base.session;
-    if (!s)
+    if (!s || sl__h1_hdrs_trailer(&d->p->h, &s->req_trailers, &s->arena, at, len, value) == 0)
         return 0;
-    sl_headers_t *t = &s->req_trailers;
-    if (!t->arena)
-        t->arena = &s->arena;
-    if (!value && d->p->hdr_phase != 1) {
-        if (t->n >= 64) {
-            d->p->parse_error = SL_EHEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        sl_headers_add_n(t, at, len, "", 0);
-    } else {
-        sl_header_t *h = &t->items[t->n - 1];
-        sl_str_t *f = value ? &h->value : &h->name;
-        if (f->len + len > 8192) {
-            d->p->parse_error = SL_EHEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        char *n = sl_arena_alloc(t->arena, f->len + len + 1);
-        memcpy(n, f->ptr, f->len);
-        memcpy(n + f->len, at, len);
-        f->ptr = n;
-        f->len += len;
-    }
-    d->p->hdr_phase = value ? 2 : 1;
-    return 0;
+    d->p->parse_error = SL_EHEADER_TOO_LARGE;
+    return HPE_USER;
 }
 
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -411,22 +404,10 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
     h1_down_t *d = from_parser(p);
     if (d->p->in_trailers)
         return trailer_piece(d, at, len, false);
-    if (d->p->hdr_phase != 1) {
-        if (d->p->n_hdrs >= d->base.hw->svc->opts.max_headers) {
-            d->p->parse_error = SL_EHEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        if (d->p->n_hdrs == d->p->cap_hdrs) {
-            d->p->cap_hdrs = d->p->cap_hdrs ? d->p->cap_hdrs * 2 : 32;
-            d->p->hdrs = sl_xrealloc(d->p->hdrs, d->p->cap_hdrs * sizeof(*d->p->hdrs));
-        }
-        hdr_off_t *h = &d->p->hdrs[d->p->n_hdrs++];
-        h->name_off = rel(d, at);
-        h->name_len = 0;
-        h->val_off = h->val_len = 0;
-        d->p->hdr_phase = 1;
+    if (sl__h1_hdrs_field(&d->p->h, rel(d, at), len, d->base.hw->svc->opts.max_headers)) {
+        d->p->parse_error = SL_EHEADER_TOO_LARGE;
+        return HPE_USER;
     }
-    d->p->hdrs[d->p->n_hdrs - 1].name_len += (uint32_t)len;
     return header_bytes_check(d, at + len);
 }
 
@@ -435,24 +416,17 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     h1_down_t *d = from_parser(p);
     if (d->p->in_trailers)
         return trailer_piece(d, at, len, true);
-    hdr_off_t *h = &d->p->hdrs[d->p->n_hdrs - 1];
-    if (d->p->hdr_phase != 2) {
-        h->val_off = rel(d, at);
-        d->p->hdr_phase = 2;
-    } else if (rel(d, at) != h->val_off + h->val_len) {
-        /* Pieces of one value are adjacent in our buffer unless a line was folded
-         * (obs-fold), which RFC 9112 says to reject. */
+    if (sl__h1_hdrs_value(&d->p->h, rel(d, at), len)) {
         d->p->parse_error = SL_EPARSE;
         return HPE_USER;
     }
-    h->val_len += (uint32_t)len;
     return header_bytes_check(d, at + len);
 }
 
 static int on_header_value_complete(llhttp_t *p)
 {
     h1_down_t *d = from_parser(p);
-    d->p->hdr_phase = 0;
+    d->p->h.phase = 0;
     return 0;
 }
 
@@ -488,7 +462,7 @@ static int on_chunk_header(llhttp_t *p)
     h1_down_t *d = from_parser(p);
     if (p->content_length == 0)
         d->p->in_trailers = true;
-    d->p->hdr_phase = 0;
+    d->p->h.phase = 0;
     return 0;
 }
 
@@ -544,22 +518,10 @@ static int build_request(h1_down_t *d, sl_session_t *s)
     r->version = d->p->parser.http_major == 1 && d->p->parser.http_minor == 0 ? 10 : 11;
     if (d->p->parser.http_major != 1)
         return SL_EPARSE;
-    r->headers.arena = &s->arena;
-    r->headers.n = r->headers.cap = d->p->n_hdrs;
-    r->headers.items =
-        sl_arena_alloc(&s->arena, (d->p->n_hdrs ? d->p->n_hdrs : 1) * sizeof(sl_header_t));
+    sl__h1_hdrs_publish(&d->p->h, base, &r->headers, &s->arena);
     size_t hosts = 0;
-    for (size_t i = 0; i < d->p->n_hdrs; i++) {
-        const hdr_off_t *h = &d->p->hdrs[i];
-        const char *v = base + h->val_off;
-        size_t vl = h->val_len;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            vl--;
-        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
-        r->headers.items[i].value = (sl_str_t){v, vl};
-        if (sl_str_ieq_cstr(r->headers.items[i].name, "host"))
-            hosts++;
-    }
+    for (size_t i = 0; i < r->headers.n; i++)
+        hosts += sl_str_ieq_cstr(r->headers.items[i].name, "host");
     if (hosts > 1 || (hosts == 0 && r->version == 11))
         return SL_EPARSE;
     /* Absolute form ("GET http://host/path"): the authority becomes Host. */
@@ -616,8 +578,8 @@ static int build_request(h1_down_t *d, sl_session_t *s)
 static const hdr_off_t *find_hdr(h1_down_t *d, const char *name)
 {
     const char *base = d->p->in.data + d->p->msg_start;
-    for (size_t i = 0; i < d->p->n_hdrs; i++) {
-        const hdr_off_t *h = &d->p->hdrs[i];
+    for (size_t i = 0; i < d->p->h.n; i++) {
+        const hdr_off_t *h = &d->p->h.v[i];
         if (sl_str_ieq_cstr((sl_str_t){base + h->name_off, h->name_len}, name))
             return h;
     }
@@ -654,13 +616,7 @@ static void to_h2(h1_down_t *d, sl_iobuf_t *b)
     memset(&peer, 0, sizeof(peer));
     memcpy(&peer, &d->peer, sizeof(d->peer));
     /* This HTTP/1.1 state is done; the stream (and its memory) goes on as HTTP/2. */
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        hw->conns = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
-    d->prev = d->next = NULL;
+    conns_unlink(hw, d);
     disarm(d);
     stop_reading(d);
     d->state = DOWN_CLOSING;
@@ -675,10 +631,10 @@ static void to_h2(h1_down_t *d, sl_iobuf_t *b)
     memset(&req, 0, sizeof(req));
     req.method = (sl_str_t){base + d->p->method_off, d->p->method_len};
     req.uri = (sl_str_t){base + d->p->url_off, d->p->url_len};
-    req.headers.n = req.headers.cap = d->p->n_hdrs;
-    req.headers.items = sl_xcalloc(d->p->n_hdrs ? d->p->n_hdrs : 1, sizeof(sl_header_t));
-    for (size_t i = 0; i < d->p->n_hdrs; i++) {
-        const hdr_off_t *h = &d->p->hdrs[i];
+    req.headers.n = req.headers.cap = d->p->h.n;
+    req.headers.items = sl_xcalloc(d->p->h.n ? d->p->h.n : 1, sizeof(sl_header_t));
+    for (size_t i = 0; i < d->p->h.n; i++) {
+        const hdr_off_t *h = &d->p->h.v[i];
         req.headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
         req.headers.items[i].value = hdr_value(d, h);
     }
@@ -689,10 +645,7 @@ static void to_h2(h1_down_t *d, sl_iobuf_t *b)
     if (rc) {
         /* A bad HTTP2-Settings: the connection was not switched; refuse the request. */
         d->state = DOWN_ACTIVE;
-        d->next = hw->conns;
-        if (hw->conns)
-            hw->conns->prev = d;
-        hw->conns = d;
+        conns_link(hw, d);
         sl__session_reject(&d->base, SL_EPARSE);
         return;
     }
@@ -944,13 +897,7 @@ static sl_stream_t *h1_take_stream(sl_down_t *base, char **lead, size_t *lead_le
 {
     h1_down_t *d = sl_container_of(base, h1_down_t, base);
     sl_http_worker_t *hw = d->base.hw;
-    if (d->prev)
-        d->prev->next = d->next;
-    else
-        hw->conns = d->next;
-    if (d->next)
-        d->next->prev = d->prev;
-    d->prev = d->next = NULL;
+    conns_unlink(hw, d);
     disarm(d);
     stop_reading(d);
     *lead = NULL;
@@ -1026,10 +973,7 @@ void sl__down_new(sl_http_service_t *svc, sl_stream_t *stream)
         else
             d->peer.sa.sa_family = peer.ss_family;
     }
-    d->next = hw->conns;
-    if (hw->conns)
-        hw->conns->prev = d;
-    hw->conns = d;
+    conns_link(hw, d);
     if (hw->shutting_down)
         d->base.close_after = true;
     /* A connection that sends nothing is closed after the header timeout. */

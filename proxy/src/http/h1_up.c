@@ -231,7 +231,7 @@ static void arm_io(h1_up_t *u)
 static void on_stream_closed(sl_stream_t *st)
 {
     h1_up_t *u = sl_stream_data(st);
-    free(u->hdrs);
+    free(u->h.v);
     free(u);
 }
 
@@ -492,7 +492,7 @@ sl_stream_t *sl__up_take_stream(h1_up_t *u)
     sl__iobuf_put(u->hw, &u->in);
     sl_stream_read_stop(st);
     sl_stream_set_data(st, NULL);
-    free(u->hdrs);
+    free(u->h.v);
     free(u); /* the connection stays counted open: its new owner closes it */
     return st;
 }
@@ -528,8 +528,8 @@ static int up_write(h1_up_t *u, const uv_buf_t *bufs, unsigned n, int tag)
 static void reset_response(h1_up_t *u)
 {
     u->status_off = u->status_len = 0;
-    u->n_hdrs = 0;
-    u->hdr_phase = 0;
+    u->h.n = 0;
+    u->h.phase = 0;
     u->headers_done = u->message_done = false;
     u->informational = false;
     u->in_trailers = false;
@@ -630,32 +630,10 @@ static int r_on_status(llhttp_t *p, const char *at, size_t len)
 static int trailer_piece(h1_up_t *u, const char *at, size_t len, bool value)
 {
     sl_session_t *s = u->base.session;
-    if (!s)
+    if (!s || sl__h1_hdrs_trailer(&u->h, &s->up_trailers, &s->arena, at, len, value) == 0)
         return 0;
-    sl_headers_t *t = &s->up_trailers;
-    if (!t->arena)
-        t->arena = &s->arena;
-    if (!value && u->hdr_phase != 1) {
-        if (t->n >= 64) {
-            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        sl_headers_add_n(t, at, len, "", 0);
-    } else {
-        sl_header_t *h = &t->items[t->n - 1];
-        sl_str_t *f = value ? &h->value : &h->name;
-        if (f->len + len > 8192) {
-            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        char *n = sl_arena_alloc(t->arena, f->len + len + 1);
-        memcpy(n, f->ptr, f->len);
-        memcpy(n + f->len, at, len);
-        f->ptr = n;
-        f->len += len;
-    }
-    u->hdr_phase = value ? 2 : 1;
-    return 0;
+    u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+    return HPE_USER;
 }
 
 static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
@@ -663,21 +641,10 @@ static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
     h1_up_t *u = from_parser(p);
     if (u->in_trailers)
         return trailer_piece(u, at, len, false);
-    if (u->hdr_phase != 1) {
-        if (u->n_hdrs >= MAX_UP_HEADERS) {
-            u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
-            return HPE_USER;
-        }
-        if (u->n_hdrs == u->cap_hdrs) {
-            u->cap_hdrs = u->cap_hdrs ? u->cap_hdrs * 2 : 32;
-            u->hdrs = sl_xrealloc(u->hdrs, u->cap_hdrs * sizeof(*u->hdrs));
-        }
-        hdr_off_t *h = &u->hdrs[u->n_hdrs++];
-        h->name_off = rel(u, at);
-        h->name_len = h->val_off = h->val_len = 0;
-        u->hdr_phase = 1;
+    if (sl__h1_hdrs_field(&u->h, rel(u, at), len, MAX_UP_HEADERS)) {
+        u->parse_error = SL_EUPSTREAM_HEADER_TOO_LARGE;
+        return HPE_USER;
     }
-    u->hdrs[u->n_hdrs - 1].name_len += (uint32_t)len;
     return too_large(u, at + len);
 }
 
@@ -686,18 +653,16 @@ static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
     h1_up_t *u = from_parser(p);
     if (u->in_trailers)
         return trailer_piece(u, at, len, true);
-    hdr_off_t *h = &u->hdrs[u->n_hdrs - 1];
-    if (u->hdr_phase != 2) {
-        h->val_off = rel(u, at);
-        u->hdr_phase = 2;
+    if (sl__h1_hdrs_value(&u->h, rel(u, at), len)) {
+        u->parse_error = SL_EUPSTREAM_PROTO; /* a folded line */
+        return HPE_USER;
     }
-    h->val_len += (uint32_t)len;
     return too_large(u, at + len);
 }
 
 static int r_on_header_value_complete(llhttp_t *p)
 {
-    from_parser(p)->hdr_phase = 0;
+    from_parser(p)->h.phase = 0;
     return 0;
 }
 
@@ -732,7 +697,7 @@ static int r_on_chunk_header(llhttp_t *p)
     h1_up_t *u = from_parser(p);
     if (p->content_length == 0)
         u->in_trailers = true;
-    u->hdr_phase = 0;
+    u->h.phase = 0;
     return 0;
 }
 
@@ -785,18 +750,7 @@ static void publish_header(h1_up_t *u)
     r->status = u->parser.status_code;
     r->version = u->parser.http_major == 1 && u->parser.http_minor == 0 ? 10 : 11;
     r->reason = (sl_str_t){base + u->status_off, u->status_len};
-    r->headers.arena = &s->arena;
-    r->headers.n = r->headers.cap = u->n_hdrs;
-    r->headers.items = sl_arena_alloc(&s->arena, (u->n_hdrs ? u->n_hdrs : 1) * sizeof(sl_header_t));
-    for (size_t i = 0; i < u->n_hdrs; i++) {
-        const hdr_off_t *h = &u->hdrs[i];
-        const char *v = base + h->val_off;
-        size_t vl = h->val_len;
-        while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-            vl--;
-        r->headers.items[i].name = (sl_str_t){base + h->name_off, h->name_len};
-        r->headers.items[i].value = (sl_str_t){v, vl};
-    }
+    sl__h1_hdrs_publish(&u->h, base, &r->headers, &s->arena);
     uint64_t flags = u->parser.flags;
     if (r->status == 101) {
         /* Switched protocols: what follows the head is the new protocol's, not a body. */

@@ -154,24 +154,11 @@ bool sl__str_has_token(sl_str_t list, sl_str_t token)
 
 bool sl_headers_has_token(const sl_headers_t *h, const char *name, const char *token)
 {
-    size_t nlen = strlen(name), tlen = strlen(token);
-    for (size_t i = 0; i < h->n; i++) {
-        if (!name_is(&h->items[i], name, nlen))
-            continue;
-        const char *p = h->items[i].value.ptr, *end = p + h->items[i].value.len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *t = p;
-            while (p < end && *p != ',')
-                p++;
-            const char *te = p;
-            while (te > t && (te[-1] == ' ' || te[-1] == '\t'))
-                te--;
-            if ((size_t)(te - t) == tlen && strncasecmp(t, token, tlen) == 0)
-                return true;
-        }
-    }
+    size_t nlen = strlen(name);
+    sl_str_t tok = sl_str(token);
+    for (size_t i = 0; i < h->n; i++)
+        if (name_is(&h->items[i], name, nlen) && sl__str_has_token(h->items[i].value, tok))
+            return true;
     return false;
 }
 

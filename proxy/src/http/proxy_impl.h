@@ -189,6 +189,14 @@ typedef struct hdr_off {
     uint32_t name_off, name_len, val_off, val_len;
 } hdr_off_t;
 
+/* The header lines of one HTTP/1.x message being parsed, as offsets from its first byte (a
+ * request in h1_down, a response in h1_up): llhttp hands fields and values over in pieces. */
+typedef struct h1_hdrs {
+    hdr_off_t *v;
+    size_t n, cap; /* the array is kept across messages: it is sized for the traffic */
+    int phase;     /* 0 none, 1 in a field, 2 in a value */
+} h1_hdrs_t;
+
 /* Parse state of a client connection, held only while it has bytes to parse: idle keep-alive
  * connections give it back (with their buffer) to the worker's free list. */
 struct h1_parse {
@@ -197,10 +205,8 @@ struct h1_parse {
     size_t msg_start; /* the current request's first byte in `in` */
     size_t body_base; /* end of its header block */
     uint32_t url_off, url_len, method_off, method_len;
-    hdr_off_t *hdrs;
-    size_t n_hdrs, cap_hdrs;
+    h1_hdrs_t h;
     size_t n_body_iov; /* body spans of one llhttp_execute, in hw->down_iov */
-    int hdr_phase;     /* 0 none, 1 in field, 2 in value */
     int parse_error;
     bool headers_done, message_done, in_trailers;
     struct h1_parse *next_free;
@@ -272,9 +278,7 @@ struct h1_up {
     h1_up_t *lru_next, *lru_prev;
     /* response parse state */
     uint32_t status_off, status_len;
-    hdr_off_t *hdrs;
-    size_t n_hdrs, cap_hdrs;
-    int hdr_phase;
+    h1_hdrs_t h;
     bool headers_done, message_done, head_request;
     bool informational, restart_msg, header_published, end_delivered;
     int parse_error;
@@ -459,6 +463,22 @@ bool sl__is_hop_by_hop(sl_str_t name);
 
 /* headers.c: true when the comma-separated list holds token (case-insensitive). */
 bool sl__str_has_token(sl_str_t list, sl_str_t token);
+
+/* h1_hdrs.c: llhttp's header callbacks, shared by requests and responses. Each returns 0 or
+ * -1 (the caller names the error). */
+/* A piece of a field name at off: starts a header unless in a field already; -1 when that
+ * would make more than max. */
+int sl__h1_hdrs_field(h1_hdrs_t *h, uint32_t off, size_t len, size_t max);
+/* A piece of a value at off; -1 when it does not follow the previous piece (only a folded line,
+ * obs-fold, which RFC 9112 rejects, would do that). */
+int sl__h1_hdrs_value(h1_hdrs_t *h, uint32_t off, size_t len);
+/* A piece of a trailer field (value false) or value, copied into t (its arena: a): trailers
+ * sit in body bytes that may be reused. -1 past 64 trailers or 8 KiB in one name or value. */
+int sl__h1_hdrs_trailer(h1_hdrs_t *h, sl_headers_t *t, sl_arena_t *a, const char *at, size_t len,
+                        bool value);
+/* The headers as strings into the message at base (values without trailing blanks), in an
+ * array from a. */
+void sl__h1_hdrs_publish(const h1_hdrs_t *h, const char *base, sl_headers_t *out, sl_arena_t *a);
 
 /* h1_write.c */
 /* Serializes a request header (request line + headers + blank line) into the arena. */

@@ -110,11 +110,12 @@ typedef struct gw_hdr_edit {
 } gw_hdr_edit_t;
 
 /* Parses {set: {N: V}, add: {N: V}, remove: [N], copy: {FROM: TO}} at path into a malloc'd
- * edit (free with gw_hdr_edit_free). Names must be tokens, values free of control characters;
- * Content-Length and Transfer-Encoding cannot be set, added or copied to (the proxy owns
- * message framing). Returns 0 or SL_ECONFIG with the key path in err. */
-int gw_hdr_edit_parse(const cJSON *conf, const char *path, gw_hdr_edit_t **out, sl_error_t *err);
-void gw_hdr_edit_free(gw_hdr_edit_t *e);
+ * gw_hdr_edit_t in *state (free with gw_hdr_edit_free; untouched on error). Names must be tokens,
+ * values free of control characters; Content-Length and Transfer-Encoding cannot be set, added or
+ * copied to (the proxy owns message framing). Returns 0 or SL_ECONFIG with the key path in err.
+ * These two are the parse and free of both the request_headers and the response_headers filters. */
+int gw_hdr_edit_parse(const cJSON *conf, const char *path, void **state, sl_error_t *err);
+void gw_hdr_edit_free(void *state);
 /* True when the edit changes nothing. */
 bool gw_hdr_edit_is_empty(const gw_hdr_edit_t *e);
 /* Applies the edit to h (the array may grow in h->arena; values are not copied). */

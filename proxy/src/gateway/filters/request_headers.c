@@ -161,9 +161,8 @@ static int parse_copy(const cJSON *conf, const char *path, gw_hdr_edit_t *e, sl_
     return 0;
 }
 
-int gw_hdr_edit_parse(const cJSON *conf, const char *path, gw_hdr_edit_t **out, sl_error_t *err)
+int gw_hdr_edit_parse(const cJSON *conf, const char *path, void **state, sl_error_t *err)
 {
-    *out = NULL;
     int rc = sl__cfg_check_keys(conf, path, edit_keys, err);
     if (rc)
         return rc;
@@ -174,7 +173,7 @@ int gw_hdr_edit_parse(const cJSON *conf, const char *path, gw_hdr_edit_t **out, 
         gw_hdr_edit_free(e);
         return rc;
     }
-    *out = e;
+    *state = e;
     return 0;
 }
 
@@ -187,8 +186,9 @@ static void pairs_free(gw_hdr_pair_t *pairs, size_t n)
     free(pairs);
 }
 
-void gw_hdr_edit_free(gw_hdr_edit_t *e)
+void gw_hdr_edit_free(void *state)
 {
+    gw_hdr_edit_t *e = state;
     if (!e)
         return;
     pairs_free(e->set, e->n_set);
@@ -301,20 +301,6 @@ void gw_hdr_edit_apply(const gw_hdr_edit_t *e, sl_headers_t *h)
 
 /* ---- the request_headers filter ---------------------------------------------------------- */
 
-static int parse(const cJSON *conf, const char *path, void **state, sl_error_t *err)
-{
-    gw_hdr_edit_t *e;
-    int rc = gw_hdr_edit_parse(conf, path, &e, err);
-    if (rc == 0)
-        *state = e;
-    return rc;
-}
-
-static void release(void *state)
-{
-    gw_hdr_edit_free(state);
-}
-
 static int upstream_request(void *state, void *scratch, sl_session_t *s, sl_request_header_t *req)
 {
     gw_hdr_edit_apply(state, &req->headers);
@@ -323,7 +309,7 @@ static int upstream_request(void *state, void *scratch, sl_session_t *s, sl_requ
 
 const gw_filter_kind_t gw_filter_request_headers = {
     .name = "request_headers",
-    .parse = parse,
-    .free = release,
+    .parse = gw_hdr_edit_parse,
+    .free = gw_hdr_edit_free,
     .upstream_request = upstream_request,
 };

@@ -4,20 +4,6 @@
  * copy: {Date: X-Legacy-Date}}`. */
 #include "gateway/filters/filters.h"
 
-static int parse(const cJSON *conf, const char *path, void **state, sl_error_t *err)
-{
-    gw_hdr_edit_t *e;
-    int rc = gw_hdr_edit_parse(conf, path, &e, err);
-    if (rc == 0)
-        *state = e;
-    return rc;
-}
-
-static void release(void *state)
-{
-    gw_hdr_edit_free(state);
-}
-
 static int response(void *state, void *scratch, sl_session_t *s, sl_response_header_t *resp)
 {
     gw_hdr_edit_apply(state, &resp->headers);
@@ -26,7 +12,7 @@ static int response(void *state, void *scratch, sl_session_t *s, sl_response_hea
 
 const gw_filter_kind_t gw_filter_response_headers = {
     .name = "response_headers",
-    .parse = parse,
-    .free = release,
+    .parse = gw_hdr_edit_parse,
+    .free = gw_hdr_edit_free,
     .response = response,
 };
